@@ -1,0 +1,58 @@
+"""The :class:`Perceiver` interface every perception backend implements.
+
+A perceiver turns one user turn (mono float32 audio at 16 kHz) into a :class:`Perception`. A
+:class:`SpeakerBaseline` belongs to one conversation: acoustic cues are judged against the speaker's own
+running baseline, so a naturally loud speaker is not heard as angry. Backends are chosen by
+``EMO_PERCEPTION__ESTIMATOR`` through :func:`perception.registry.build_perceiver`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from perception.types import Perception
+
+SAMPLE_RATE = 16_000
+
+
+class PerceptionError(Exception):
+    """Base class for perception failures a user can act on (bad audio, missing model files)."""
+
+
+class AudioError(PerceptionError):
+    """The input is not usable audio: unreadable, empty, too short, wrong shape."""
+
+
+class SpeakerBaseline(ABC):
+    """Running statistics of one speaker's acoustic cues within a conversation."""
+
+    @abstractmethod
+    def reset(self) -> None: ...
+
+
+class Perceiver(ABC):
+    """Speech in, :class:`Perception` out. Implementations must be safe to call from a worker thread."""
+
+    #: Identifier written into every Perception (``name@version``).
+    model_id: str
+
+    @abstractmethod
+    def new_baseline(self) -> SpeakerBaseline:
+        """A fresh per-conversation speaker baseline."""
+
+    @abstractmethod
+    def perceive(
+        self,
+        audio: np.ndarray,
+        sample_rate: int = SAMPLE_RATE,
+        baseline: SpeakerBaseline | None = None,
+    ) -> Perception:
+        """Perceive one turn. ``audio`` is mono float32 in [-1, 1]. When ``baseline`` is given the
+        turn's cues are compared with it and then folded into it. Raises :class:`AudioError` for unusable
+        audio."""
+
+    def perceive_text(self, text: str) -> Perception:
+        """Perception of a typed turn: lexical evidence only, neutral-leaning, no acoustic claims."""
+        raise NotImplementedError
