@@ -1,0 +1,221 @@
+"""The ``emo-agent`` command line (also ``python -m agent``).
+
+    emo-agent serve [--host H] [--port P]          voice server: page at http://H:P/, websocket at /ws
+    emo-agent perceive FILE [--json]               one audio file in, one perception out
+    emo-agent eval --manifest M.csv [--out R.json] [--limit N]
+    emo-agent export --session ID [--format jsonl|csv|parquet] [--out FILE]
+    emo-agent talk FILE [--url ws://...]           stream an audio file to a running server
+
+User errors (missing file, not audio, bad manifest, no Redis) exit non-zero with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from agent import __version__
+from agent.config import Settings
+
+
+class UserError(Exception):
+    """Something the user can fix; printed as one line, exit code 2."""
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from agent.wiring import RedisUnavailable, Services
+    from voice.server import run_server
+
+    settings = _settings()
+    host = args.host or settings.host
+    port = args.port or settings.port
+
+    async def main() -> None:
+        try:
+            services = await Services.create(settings)
+        except RedisUnavailable as exc:
+            raise UserError(str(exc)) from exc
+        try:
+            await run_server(services, host, port)
+        finally:
+            await services.aclose()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_perceive(args: argparse.Namespace) -> int:
+    from perception.audio import load_audio
+    from perception.base import PerceptionError
+    from perception.registry import build_perceiver
+
+    path = Path(args.file)
+    if not path.exists():
+        raise UserError(f"no such file: {path}")
+    try:
+        audio = load_audio(path)
+        perceiver = build_perceiver(_settings().perception)
+        perception = perceiver.perceive(audio)
+    except PerceptionError as exc:
+        raise UserError(f"{path}: {exc}") from exc
+    if args.json:
+        print(perception.model_dump_json(indent=2))
+        return 0
+    emo = perception.emotion
+    top = sorted(emo.scores.items(), key=lambda kv: -kv[1])[:3]
+    print(f"transcript: {perception.transcript}")
+    print(f"emotion:    {emo.label}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + ")")
+    print(f"valence {emo.valence:+.2f}  arousal {emo.arousal:+.2f}")
+    print(f"reasoning:  {perception.reasoning}")
+    for ev in perception.evidence:
+        what = f"{ev.cue}={ev.value:+.2f}" if ev.kind == "acoustic" else f'"{ev.quote}"'
+        print(f"  - [{ev.kind}] {what}: {ev.claim}")
+    print(f"model: {perception.model}  timings_ms: {perception.timings_ms}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from agent.evaluation import ManifestError, evaluate, format_report, read_manifest
+    from perception.base import PerceptionError
+    from perception.registry import build_perceiver
+
+    try:
+        rows, skipped = read_manifest(Path(args.manifest))
+    except ManifestError as exc:
+        raise UserError(str(exc)) from exc
+    try:
+        perceiver = build_perceiver(_settings().perception)
+    except PerceptionError as exc:
+        raise UserError(str(exc)) from exc
+    report = evaluate(perceiver, rows, limit=args.limit, progress=True, skipped=skipped)
+    print(format_report(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        print(f"report written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+
+    from agent.export import ExportError, write_export
+    from agent.trajectory import TrajectoryLog
+
+    settings = _settings()
+
+    async def fetch() -> list:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            try:
+                await client.ping()
+            except Exception as exc:
+                raise UserError(f"cannot reach Redis at {settings.redis_url} ({exc})") from exc
+            log = TrajectoryLog(client)
+            if not await log.exists(args.session):
+                raise UserError(f"no session {args.session!r} in {settings.redis_url}")
+            return await log.read(args.session)
+        finally:
+            await client.aclose()
+
+    records = asyncio.run(fetch())
+    out = Path(args.out) if args.out else None
+    try:
+        text = write_export(records, args.format, out)
+    except ExportError as exc:
+        raise UserError(str(exc)) from exc
+    if text is not None:
+        sys.stdout.write(text)
+    else:
+        print(f"{len(records)} turns written to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_talk(args: argparse.Namespace) -> int:
+    from voice.client import main as client_main
+
+    argv = [args.file, "--url", args.url]
+    if args.session:
+        argv += ["--session", args.session]
+    if args.out:
+        argv += ["--out", args.out]
+    if args.realtime:
+        argv.append("--realtime")
+    return client_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emo-agent", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"emo-agent {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the voice server (web page + websocket)")
+    p.add_argument("--host", default=None, help="default: EMO_HOST or 127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default: EMO_PORT or 8765")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("perceive", help="perceive one audio file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print the Perception JSON")
+    p.set_defaults(func=cmd_perceive)
+
+    p = sub.add_parser("eval", help="evaluate perception over a manifest CSV")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", default=None, help="write the JSON report here")
+    p.add_argument("--limit", type=int, default=None, help="first N usable rows only")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="export a session's emotional trajectory")
+    p.add_argument("--session", required=True)
+    p.add_argument("--format", default="jsonl", choices=["jsonl", "csv", "parquet"])
+    p.add_argument("--out", default=None, help="file to write (stdout for jsonl/csv if omitted)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("talk", help="stream an audio file to a running server and play back the reply")
+    p.add_argument("file")
+    p.add_argument("--url", default="ws://127.0.0.1:8765/ws")
+    p.add_argument("--session", default=None)
+    p.add_argument("--out", default=None, help="save the reply audio as wav")
+    p.add_argument("--realtime", action="store_true", help="stream at speaking pace")
+    p.set_defaults(func=cmd_talk)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else _log_level(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    started = time.perf_counter()
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"emo-agent {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        logging.getLogger(__name__).debug("done in %.2fs", time.perf_counter() - started)
+
+
+def _log_level() -> str:
+    try:
+        return _settings().log_level.upper()
+    except Exception:
+        return "INFO"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

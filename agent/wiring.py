@@ -1,0 +1,58 @@
+"""Builds the shared services once per process and hands them to every voice session.
+
+``Services`` is what ``voice/`` sees: a perceiver, the dialogue engine, TTS and the trajectory log.
+Heavy models are loaded here, once, not per connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from agent.config import Settings
+from agent.trajectory import TrajectoryLog
+from dialogue.engine import DialogueEngine
+from perception.base import Perceiver
+from perception.registry import build_perceiver
+from voice.tts import TTS, build_tts
+
+log = logging.getLogger(__name__)
+
+
+class RedisUnavailable(RuntimeError):
+    """Redis at ``EMO_REDIS_URL`` cannot be reached."""
+
+
+@dataclass
+class Services:
+    settings: Settings
+    perceiver: Perceiver
+    dialogue: DialogueEngine
+    tts: TTS | None
+    trajectory: TrajectoryLog
+    redis: aioredis.Redis
+
+    @classmethod
+    async def create(cls, settings: Settings) -> Services:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            await client.ping()
+        except Exception as exc:  # connection refused, DNS, auth: all mean "no Redis"
+            await client.aclose()
+            raise RedisUnavailable(
+                f"cannot reach Redis at {settings.redis_url} ({exc}); start one "
+                "(e.g. `redis-server --daemonize yes`) or set EMO_REDIS_URL"
+            ) from exc
+        log.info("loading perception (%s)", settings.perception.estimator)
+        perceiver = build_perceiver(settings.perception)
+        log.info("loading dialogue (%s)", settings.dialogue.llm_backend)
+        dialogue = await DialogueEngine.create(settings, client)
+        tts = build_tts(settings.voice) if settings.voice.tts_enabled else None
+        trajectory = TrajectoryLog(client, ttl_s=settings.dialogue.session_ttl_s)
+        return cls(settings, perceiver, dialogue, tts, trajectory, client)
+
+    async def aclose(self) -> None:
+        await self.dialogue.aclose()
+        await self.redis.aclose()

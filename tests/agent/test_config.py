@@ -1,0 +1,33 @@
+"""The config tree reads EMO_ variables, nested with ``__``."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.config import Settings
+
+
+def test_defaults_are_the_embedded_offline_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(__import__("os").environ):
+        if key.startswith("EMO_"):
+            monkeypatch.delenv(key)
+    s = Settings(_env_file=None)
+    assert s.port == 8765 and s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.perception.asr_model == "tiny.en"
+    assert s.dialogue.llm_backend == "local"
+
+
+def test_environment_overrides_nested_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMO_PORT", "9000")
+    monkeypatch.setenv("EMO_VOICE__MIN_SILENCE_MS", "700")
+    monkeypatch.setenv("EMO_DIALOGUE__LLM_BACKEND", "openai")
+    s = Settings(_env_file=None)
+    assert s.port == 9000
+    assert s.voice.min_silence_ms == 700
+    assert s.dialogue.llm_backend == "openai"
+
+
+def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMO_DIALOGUE__LLM_BACKEND", "telepathy")
+    with pytest.raises(ValueError):
+        Settings(_env_file=None)

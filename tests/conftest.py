@@ -1,0 +1,88 @@
+"""Shared fixtures: where the data is, which Redis the tests use, a real running server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CREMA_D = (REPO_ROOT.parent / "shared" / "data" / "crema-d").resolve()
+
+
+@pytest.fixture(scope="session")
+def crema_dir() -> Path:
+    if not (CREMA_D / "manifest.csv").exists():
+        pytest.skip(f"CREMA-D not found at {CREMA_D} (expected beside the repository)")
+    return CREMA_D
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis the integration tests use (scripts/test.sh starts one on port 6390)."""
+    return os.environ.get("EMO_REDIS_URL", "redis://127.0.0.1:6390/0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningServer:
+    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log_path = log_path
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """``emo-agent serve`` as a real process on a free port, with the real default models."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    env = {**os.environ, "EMO_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "serve", "--port", str(port)],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    running = RunningServer(proc, port, log_path)
+    deadline = time.monotonic() + 300  # first start converts the bundled LLM once
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{running.log()}")
+        try:
+            with urllib.request.urlopen(f"{running.http_url}/health", timeout=1) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"server not healthy after 300 s:\n{running.log()}")
+        time.sleep(0.5)
+    yield running
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
