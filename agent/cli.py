@@ -3,7 +3,9 @@
     emo-agent serve [--host H] [--port P]          voice server: page at http://H:P/, websocket at /ws
     emo-agent perceive FILE [--json]               one audio file in, one perception out
     emo-agent eval --manifest M.csv [--out R.json] [--limit N]
-    emo-agent export --session ID [--format jsonl|csv|parquet] [--out FILE]
+    emo-agent export --session ID [--format jsonl|csv|parquet|emotionml] [--out FILE] [--since T] [--until T]
+    emo-agent plot --session ID --out FILE.png     valence/arousal over turns, labels, policies
+    emo-agent report --session ID --out FILE.html  transcript, reasoning per turn, the plot
     emo-agent talk FILE [--url ws://...]           stream an audio file to a running server
 
 User errors (missing file, not audio, bad manifest, no Redis) exit non-zero with one line on stderr.
@@ -104,31 +106,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+async def _load_sessions(redis_url: str, sessions: list[str], all_sessions: bool) -> list:
     import redis.asyncio as aioredis
 
-    from agent.export import ExportError, write_export
     from agent.trajectory import TrajectoryLog
 
-    settings = _settings()
-
-    async def fetch() -> list:
-        client = aioredis.Redis.from_url(settings.redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
         try:
-            try:
-                await client.ping()
-            except Exception as exc:
-                raise UserError(f"cannot reach Redis at {settings.redis_url} ({exc})") from exc
-            log = TrajectoryLog(client)
-            if not await log.exists(args.session):
-                raise UserError(f"no session {args.session!r} in {settings.redis_url}")
-            return await log.read(args.session)
-        finally:
-            await client.aclose()
+            await client.ping()
+        except Exception as exc:
+            raise UserError(f"cannot reach Redis at {redis_url} ({exc})") from exc
+        log = TrajectoryLog(client)
+        names = await log.sessions() if all_sessions else sessions
+        records = []
+        for name in names:
+            if not await log.exists(name):
+                raise UserError(f"no session {name!r} in {redis_url}")
+            records.extend(await log.read(name))
+        return records
+    finally:
+        await client.aclose()
 
-    records = asyncio.run(fetch())
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from agent.export import ExportError, filter_time, parse_time, write_export
+
+    if not args.session and not args.all:
+        raise UserError("give --session ID (repeatable) or --all")
+    settings = _settings()
+    records = asyncio.run(_load_sessions(settings.redis_url, args.session or [], args.all))
     out = Path(args.out) if args.out else None
     try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+        records = filter_time(records, since, until)
         text = write_export(records, args.format, out)
     except ExportError as exc:
         raise UserError(str(exc)) from exc
@@ -136,6 +148,24 @@ def cmd_export(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         print(f"{len(records)} turns written to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from agent.plots import plot_trajectory, user_turns
+
+    records = asyncio.run(_load_sessions(_settings().redis_url, [args.session], False))
+    out = plot_trajectory(records, Path(args.out))
+    print(f"{len(user_turns(records))} turns plotted to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from agent.report import render_report
+
+    records = asyncio.run(_load_sessions(_settings().redis_url, [args.session], False))
+    Path(args.out).write_text(render_report(records, args.session), encoding="utf-8")
+    print(f"report of {len(records)} turns written to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -174,11 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="first N usable rows only")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", help="export a session's emotional trajectory")
-    p.add_argument("--session", required=True)
-    p.add_argument("--format", default="jsonl", choices=["jsonl", "csv", "parquet"])
-    p.add_argument("--out", default=None, help="file to write (stdout for jsonl/csv if omitted)")
+    p = sub.add_parser("export", help="export sessions' emotional trajectories")
+    p.add_argument("--session", action="append", help="session id (repeat for several)")
+    p.add_argument("--all", action="store_true", help="every session in Redis")
+    p.add_argument("--format", default="jsonl", choices=["jsonl", "csv", "parquet", "emotionml"])
+    p.add_argument("--out", default=None, help="file to write (stdout for text formats if omitted)")
+    p.add_argument("--since", default=None, help="only turns starting at/after (Unix s or ISO 8601)")
+    p.add_argument("--until", default=None, help="only turns starting at/before (Unix s or ISO 8601)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("plot", help="plot a session's valence/arousal over turns")
+    p.add_argument("--session", required=True)
+    p.add_argument("--out", required=True, help="FILE.png (or .svg/.pdf)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("report", help="HTML report of a session: plot, transcript, reasoning")
+    p.add_argument("--session", required=True)
+    p.add_argument("--out", required=True, help="FILE.html")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("talk", help="stream an audio file to a running server and play back the reply")
     p.add_argument("file")

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from agent.trajectory import EXPORT_COLUMNS, JSON_COLUMNS, TurnRecord
 
-ExportFormat = Literal["jsonl", "csv", "parquet"]
-FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
+ExportFormat = Literal["jsonl", "csv", "parquet", "emotionml"]
+FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet", "emotionml")
 
 
 class ExportError(Exception):
@@ -51,10 +51,38 @@ def write_parquet(records: Iterable[TurnRecord], path: Path) -> None:
 
 def _parquet_schema(pa: Any) -> Any:
     types = {
-        "t_start": pa.float64(), "t_end": pa.float64(), "valence": pa.float64(), "arousal": pa.float64(),
-        "interrupted": pa.bool_(), "schema_version": pa.int32(),
+        "t_start": pa.float64(),
+        "t_end": pa.float64(),
+        "valence": pa.float64(),
+        "arousal": pa.float64(),
+        "interrupted": pa.bool_(),
+        "schema_version": pa.int32(),
     }
     return pa.schema([(name, types.get(name, pa.string())) for name in EXPORT_COLUMNS])
+
+
+def filter_time(records: list[TurnRecord], since: float | None, until: float | None) -> list[TurnRecord]:
+    """Turns that start within [since, until] (Unix seconds; ``None`` = open)."""
+    return [
+        r for r in records if (since is None or r.t_start >= since) and (until is None or r.t_start <= until)
+    ]
+
+
+def parse_time(text: str) -> float:
+    """Unix seconds from ``1732240000``, ``2026-11-22`` or ``2026-11-22T10:30:00`` (UTC unless zoned)."""
+    from datetime import UTC, datetime
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ExportError(f"not a time: {text!r} (use Unix seconds or ISO 8601)") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def write_export(records: list[TurnRecord], fmt: str, out: Path | None) -> str | None:
@@ -66,7 +94,12 @@ def write_export(records: list[TurnRecord], fmt: str, out: Path | None) -> str |
             raise ExportError("Parquet is binary: give --out FILE.parquet")
         write_parquet(records, out)
         return None
-    text = to_jsonl(records) if fmt == "jsonl" else to_csv(records)
+    if fmt == "emotionml":
+        from agent.emotionml import to_emotionml
+
+        text = to_emotionml(records)
+    else:
+        text = to_jsonl(records) if fmt == "jsonl" else to_csv(records)
     if out is None:
         return text
     out.write_text(text, encoding="utf-8")

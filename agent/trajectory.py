@@ -18,8 +18,22 @@ KEY_PREFIX = "emo:trajectory:"
 
 # Columns of an export row, in order (docs/contracts.md).
 EXPORT_COLUMNS: tuple[str, ...] = (
-    "session_id", "turn_id", "speaker", "t_start", "t_end", "transcript", "label", "scores",
-    "valence", "arousal", "reasoning", "evidence", "policy", "model", "interrupted", "latency_ms",
+    "session_id",
+    "turn_id",
+    "speaker",
+    "t_start",
+    "t_end",
+    "transcript",
+    "label",
+    "scores",
+    "valence",
+    "arousal",
+    "reasoning",
+    "evidence",
+    "policy",
+    "model",
+    "interrupted",
+    "latency_ms",
     "schema_version",
 )
 # Fields whose values are JSON objects/lists (JSON strings in CSV).
@@ -86,5 +100,5 @@ class TrajectoryLog:
         found = []
         async for key in self._redis.scan_iter(match=f"{KEY_PREFIX}*"):
             name = key.decode() if isinstance(key, bytes) else key
-            found.append(name[len(KEY_PREFIX):])
+            found.append(name[len(KEY_PREFIX) :])
         return sorted(found)

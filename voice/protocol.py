@@ -57,7 +57,7 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True)
 class SessionStart:
-    """``session.start``: ``session_id`` resumes a conversation's history; audio arrives at ``sample_rate``."""
+    """``session.start``: ``session_id`` resumes a conversation's history; audio at ``sample_rate``."""
 
     session_id: str | None = None
     sample_rate: int = DEFAULT_SAMPLE_RATE
@@ -121,12 +121,12 @@ def _parse_input_text(obj: dict[str, Any], max_text_chars: int) -> InputText:
     return InputText(text=text.strip())
 
 
-def parse_text_frame(data: str, *, max_text_chars: int = 2000, max_message_bytes: int = 1 << 20) -> ClientMessage:
+def parse_text_frame(
+    data: str, *, max_text_chars: int = 2000, max_message_bytes: int = 1 << 20
+) -> ClientMessage:
     """Parse one JSON text frame. Raises :class:`ProtocolError` with a code from :class:`ErrorCode`."""
     if len(data) > max_message_bytes or len(data.encode("utf-8", "surrogatepass")) > max_message_bytes:
-        raise ProtocolError(
-            ErrorCode.MESSAGE_TOO_LARGE, f"text frame larger than {max_message_bytes} bytes"
-        )
+        raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"text frame larger than {max_message_bytes} bytes")
     try:
         obj = json.loads(data)
     except (ValueError, RecursionError) as exc:

@@ -1,0 +1,220 @@
+"""Perception evaluation over a manifest CSV: reading manifests, metrics and the eval report.
+
+Owns :func:`read_manifest` (the manifest contract: ``path`` relative to the manifest's folder or
+absolute, ``emotion`` mapped onto the canonical labels, unmapped labels reported and skipped),
+:func:`evaluate` (the eval report with exactly the contract's keys) and :func:`format_report` (the
+human-readable table the CLI prints). Run through ``emo-agent eval --manifest M.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perception.base import Perceiver, PerceptionError
+from perception.types import LABELS, canonical_label
+
+
+class ManifestError(PerceptionError):
+    """The manifest is missing or lacks a required column."""
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    path: Path
+    emotion: str  # canonical label
+    transcript: str | None = None
+    speaker: str | None = None
+
+
+def read_manifest(path: str | Path) -> tuple[list[ManifestRow], Counter[str]]:
+    """Rows with a canonical label, and a count of the raw labels that were skipped (unmapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    base = path.resolve().parent
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in ("path", "emotion") if c not in columns]
+            if missing:
+                raise ManifestError(
+                    f"manifest {path} lacks column(s) {', '.join(missing)} (has: {', '.join(columns) or 'none'})"
+                )
+            rows: list[ManifestRow] = []
+            skipped: Counter[str] = Counter()
+            for raw in reader:
+                record = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+                label = canonical_label(record.get("emotion", ""))
+                if label is None:
+                    skipped[record.get("emotion", "")] += 1
+                    continue
+                clip = Path(record["path"])
+                rows.append(
+                    ManifestRow(
+                        path=clip if clip.is_absolute() else base / clip,
+                        emotion=label,
+                        transcript=record.get("transcript") or None,
+                        speaker=record.get("speaker") or record.get("actor") or None,
+                    )
+                )
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"manifest {path} is not UTF-8 text") from exc
+    except csv.Error as exc:
+        raise ManifestError(f"manifest {path} is not valid CSV: {exc}") from exc
+    return rows, skipped
+
+
+# -- metrics ----------------------------------------------------------------------------------------
+
+
+def confusion_matrix(true: list[str], pred: list[str], labels: tuple[str, ...] = LABELS) -> np.ndarray:
+    """``(len(labels), len(labels))`` counts, rows = true label, columns = predicted label."""
+    index = {label: i for i, label in enumerate(labels)}
+    cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for t, p in zip(true, pred, strict=True):
+        cm[index[t], index[p]] += 1
+    return cm
+
+
+def metrics_from_confusion(cm: np.ndarray) -> dict[str, float]:
+    """UA (mean recall over classes present), WA (accuracy) and macro-F1 (over classes present)."""
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    tp = np.diag(cm).astype(np.float64)
+    present = support > 0
+    total = cm.sum()
+    if total == 0:
+        return {"ua": 0.0, "wa": 0.0, "macro_f1": 0.0}
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {
+        "ua": float(recall[present].mean()),
+        "wa": float(tp.sum() / total),
+        "macro_f1": float(f1[present].mean()),
+    }
+
+
+_PUNCT = re.compile(r"[^\w\s']|(?<!\w)'|'(?!\w)")
+
+
+def normalize_text(text: str) -> str:
+    """Lowercase, punctuation stripped (apostrophes inside words kept), whitespace collapsed."""
+    return " ".join(_PUNCT.sub(" ", text.lower()).split())
+
+
+def word_error_rate(references: list[str], hypotheses: list[str]) -> float | None:
+    """Corpus WER over normalized text; ``None`` when there are no references."""
+    import jiwer
+
+    pairs = [(normalize_text(r), normalize_text(h)) for r, h in zip(references, hypotheses, strict=True)]
+    pairs = [(r, h) for r, h in pairs if r]
+    if not pairs:
+        return None
+    return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
+
+
+# -- evaluation ---------------------------------------------------------------------------------------
+
+
+def evaluate(
+    perceiver: Perceiver,
+    rows: list[ManifestRow],
+    limit: int | None = None,
+    progress: bool = True,
+    skipped: int = 0,
+) -> dict[str, Any]:
+    """Perceive every row and return the eval report (exactly the contract's keys).
+
+    Clips that are not usable audio are counted in ``skipped`` together with the manifest's unmapped
+    labels (pass their number as ``skipped``).
+    """
+    from tqdm import tqdm
+
+    from perception.audio import load_audio
+    from perception.base import AudioError
+    from perception.grounding import verify
+
+    rows = rows[:limit] if limit is not None else rows
+    true: list[str] = []
+    pred: list[str] = []
+    refs: list[str] = []
+    hyps: list[str] = []
+    claims = verified = 0
+    audio_s = processing_s = 0.0
+    model = perceiver.model_id
+    for row in tqdm(rows, desc="perceiving", unit="clip", disable=not progress, file=sys.stderr):
+        try:
+            audio = load_audio(row.path)
+        except AudioError:
+            skipped += 1
+            continue
+        start = time.perf_counter()
+        perception = perceiver.perceive(audio)
+        processing_s += time.perf_counter() - start
+        audio_s += len(audio) / 16_000
+        model = perception.model
+        true.append(row.emotion)
+        pred.append(perception.emotion.label if perception.emotion.label in LABELS else "neutral")
+        if row.transcript:
+            refs.append(row.transcript)
+            hyps.append(perception.transcript)
+        n_claims, n_ok = verify(perception, perception.transcript, perception_cues(perception))
+        claims += n_claims
+        verified += n_ok
+    cm = confusion_matrix(true, pred)
+    scores = metrics_from_confusion(cm)
+    return {
+        "n": len(true),
+        "labels": list(LABELS),
+        "ua": round(scores["ua"], 4),
+        "wa": round(scores["wa"], 4),
+        "macro_f1": round(scores["macro_f1"], 4),
+        "confusion": {t: {p: int(cm[i, j]) for j, p in enumerate(LABELS)} for i, t in enumerate(LABELS)},
+        "wer": None if not refs else round(word_error_rate(refs, hyps) or 0.0, 4),
+        "grounding": {"claims": claims, "verified": round(verified / claims, 4) if claims else 1.0},
+        "skipped": int(skipped),
+        "rtf": round(processing_s / audio_s, 4) if audio_s else 0.0,
+        "model": model,
+    }
+
+
+def perception_cues(perception: Any) -> dict[str, float]:
+    """The measured cue z-scores a perceiver attached to the Perception (empty when none)."""
+    return dict(getattr(perception, "_cues", None) or {})
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The eval report as a small table and a confusion matrix, for a terminal."""
+    wer = "n/a" if report.get("wer") is None else f"{report['wer']:.3f}"
+    grounding = report.get("grounding", {})
+    lines = [
+        f"model      {report.get('model', '?')}",
+        f"clips      {report.get('n', 0)}   (skipped {report.get('skipped', 0)})",
+        f"UA         {report.get('ua', 0.0):.3f}",
+        f"WA         {report.get('wa', 0.0):.3f}",
+        f"macro-F1   {report.get('macro_f1', 0.0):.3f}",
+        f"WER        {wer}",
+        f"grounding  {grounding.get('verified', 0.0):.3f} of {grounding.get('claims', 0)} claims verified",
+        f"RTF        {report.get('rtf', 0.0):.3f}",
+        "",
+        "confusion (rows: true, columns: predicted)",
+    ]
+    labels = report.get("labels", list(LABELS))
+    width = max(7, *(len(label) for label in labels)) + 1
+    lines.append(" " * width + "".join(f"{label[:7]:>8}" for label in labels))
+    for t in labels:
+        row = report.get("confusion", {}).get(t, {})
+        lines.append(f"{t:<{width}}" + "".join(f"{row.get(p, 0):>8d}" for p in labels))
+    return "\n".join(lines)
