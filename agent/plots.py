@@ -35,6 +35,17 @@ def user_turns(records: list[TurnRecord]) -> list[TurnRecord]:
 
 def plot_trajectory(records: list[TurnRecord], out: Path, title: str | None = None) -> Path:
     """Draw the session's trajectory to ``out`` (PNG, SVG or PDF by suffix). Returns ``out``."""
+    import matplotlib.pyplot as plt
+
+    fig = trajectory_figure(records, title)
+    out = Path(out)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def trajectory_figure(records: list[TurnRecord], title: str | None = None):  # -> matplotlib Figure
+    """The figure: axes[0] holds the lines ``valence`` and ``arousal``, one point per user turn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,7 +90,4 @@ def plot_trajectory(records: list[TurnRecord], out: Path, title: str | None = No
         for p in used_policies
     ]
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-    out = Path(out)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return fig

@@ -22,8 +22,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "agent", *args], cwd=REPO, capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=timeout,
+        [sys.executable, "-m", "agent", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
     )
 
 
@@ -69,8 +73,19 @@ def test_eval_writes_the_contract_report(crema_dir: Path, tmp_path: Path) -> Non
     result = run("eval", "--manifest", str(crema_dir / "manifest.csv"), "--limit", "12", "--out", str(out))
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    for key in ("n", "labels", "ua", "wa", "macro_f1", "confusion", "wer", "grounding", "skipped", "rtf",
-                "model"):
+    for key in (
+        "n",
+        "labels",
+        "ua",
+        "wa",
+        "macro_f1",
+        "confusion",
+        "wer",
+        "grounding",
+        "skipped",
+        "rtf",
+        "model",
+    ):
         assert key in report
     assert report["n"] == 12
     assert 0 <= report["ua"] <= 1 and 0 <= report["wa"] <= 1
@@ -86,15 +101,32 @@ def test_export_round_trip(redis_url: str, tmp_path: Path) -> None:
 
     session = f"test-export-{uuid.uuid4().hex[:8]}"
     records = [
-        TurnRecord(session_id=session, turn_id="t1", speaker="user", t_start=1.0, t_end=2.5,
-                   transcript="I can't believe this, again.", label="angry",
-                   scores={"angry": 0.7, "disgust": 0.1, "fear": 0.05, "happy": 0.05, "neutral": 0.05,
-                           "sad": 0.05},
-                   valence=-0.6, arousal=0.7, reasoning="Loudness well above baseline.",
-                   evidence=[{"kind": "acoustic", "cue": "loudness_mean", "value": 2.1, "claim": "louder"}],
-                   model="m@1", latency_ms={"asr": 120.0}),
-        TurnRecord(session_id=session, turn_id="t1", speaker="assistant", t_start=3.0, t_end=4.0,
-                   transcript="That sounds frustrating.", policy="de_escalate", interrupted=True),
+        TurnRecord(
+            session_id=session,
+            turn_id="t1",
+            speaker="user",
+            t_start=1.0,
+            t_end=2.5,
+            transcript="I can't believe this, again.",
+            label="angry",
+            scores={"angry": 0.7, "disgust": 0.1, "fear": 0.05, "happy": 0.05, "neutral": 0.05, "sad": 0.05},
+            valence=-0.6,
+            arousal=0.7,
+            reasoning="Loudness well above baseline.",
+            evidence=[{"kind": "acoustic", "cue": "loudness_mean", "value": 2.1, "claim": "louder"}],
+            model="m@1",
+            latency_ms={"asr": 120.0},
+        ),
+        TurnRecord(
+            session_id=session,
+            turn_id="t1",
+            speaker="assistant",
+            t_start=3.0,
+            t_end=4.0,
+            transcript="That sounds frustrating.",
+            policy="de_escalate",
+            interrupted=True,
+        ),
     ]
 
     async def write() -> None:
