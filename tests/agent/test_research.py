@@ -113,3 +113,18 @@ def test_time_filters() -> None:
     assert parse_time("1970-01-01T00:01:40") == 100.0
     with pytest.raises(ExportError):
         parse_time("yesterday-ish")
+
+
+def test_example_analysis_runs_on_an_export(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    write_export(session(4), "parquet", tmp_path / "t.parquet")
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, str(repo / "examples" / "analyze_trajectories.py"), str(tmp_path / "t.parquet"),
+         "--plot", str(tmp_path / "effect.png")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "1 sessions, 4 user turns, 4 replies" in result.stdout
+    assert "interrupted replies: 1 of 4" in result.stdout
+    assert (tmp_path / "effect.png").exists()
