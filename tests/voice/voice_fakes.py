@@ -1,0 +1,157 @@
+"""Lightweight in-test implementations of the interfaces a voice session uses.
+
+They are deterministic and fast, so the session and server tests exercise the real websocket, VAD and
+protocol code without loading perception or dialogue models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from agent.config import VoiceSettings
+from agent.trajectory import TurnRecord
+from dialogue.events import PolicyChosen, Prosody, ReplyDone, ReplyEvent, TextDelta
+from perception.base import AudioError, Perceiver, SpeakerBaseline
+from perception.types import Emotion, Evidence, Perception
+from voice.tts import TTS
+
+SHORT_REPLY = "I hear you. Tell me more."
+LONG_REPLY = (
+    "That sounds like a really hard day. It makes sense that you feel this way. "
+    "Would you like to talk about what happened first? I am here to listen for as long as you need."
+)
+
+
+def perception_for(transcript: str, label: str = "neutral") -> Perception:
+    scores = {name: 0.0 for name in ("angry", "disgust", "fear", "happy", "neutral", "sad")}
+    scores[label] = 0.7
+    scores["neutral" if label != "neutral" else "sad"] = 0.3
+    return Perception(
+        transcript=transcript,
+        emotion=Emotion(label=label, scores=scores, valence=-0.4, arousal=0.6),
+        reasoning=f"Sounds {label}: pitch is raised.",
+        evidence=[Evidence(kind="acoustic", cue="pitch_mean", value=1.5, claim="raised pitch")],
+        model="fake@1",
+        timings_ms={"asr": 1.0},
+    )
+
+
+class FakeBaseline(SpeakerBaseline):
+    def __init__(self) -> None:
+        self.turns = 0
+
+    def reset(self) -> None:
+        self.turns = 0
+
+
+class FakePerceiver(Perceiver):
+    """Transcribes audio as its duration; refuses turns under ``min_s`` like a real perceiver would."""
+
+    model_id = "fake@1"
+
+    def __init__(self, min_s: float = 0.25) -> None:
+        self.min_s = min_s
+        self.durations: list[float] = []
+
+    def new_baseline(self) -> SpeakerBaseline:
+        return FakeBaseline()
+
+    def perceive(
+        self, audio: np.ndarray, sample_rate: int = 16_000, baseline: SpeakerBaseline | None = None
+    ) -> Perception:
+        duration = len(audio) / sample_rate
+        if duration < self.min_s:
+            raise AudioError(f"turn too short ({duration:.2f} s)")
+        self.durations.append(duration)
+        if isinstance(baseline, FakeBaseline):
+            baseline.turns += 1
+        return perception_for(f"{duration:.2f} seconds of speech", "angry")
+
+    def perceive_text(self, text: str) -> Perception:
+        return perception_for(text)
+
+
+class FakeDialogue:
+    """Streams a canned reply word by word: ``SHORT_REPLY``, or ``LONG_REPLY`` when the user says "long"."""
+
+    def __init__(self, delay_s: float = 0.005) -> None:
+        self.delay_s = delay_s
+        self.sessions: set[str] = set()
+        self.interrupted: list[tuple[str, str, str]] = []
+        self.cancelled_replies = 0
+
+    async def start_session(self, session_id: str) -> bool:
+        resumed = session_id in self.sessions
+        self.sessions.add(session_id)
+        return resumed
+
+    async def reply(
+        self, session_id: str, turn_id: str, user_text: str, perception: Perception
+    ) -> AsyncIterator[ReplyEvent]:
+        if user_text == "explode":
+            raise RuntimeError("dialogue exploded")
+        text = LONG_REPLY if "long" in user_text else SHORT_REPLY
+        try:
+            yield PolicyChosen("validate", Prosody(length_scale=1.1))
+            for piece in re.findall(r"\S+\s*", text):
+                await asyncio.sleep(self.delay_s)
+                yield TextDelta(piece)
+            yield ReplyDone(text, "validate", {"llm": 3.0})
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled_replies += 1
+            raise
+
+    async def mark_interrupted(self, session_id: str, turn_id: str, heard_text: str) -> None:
+        self.interrupted.append((session_id, turn_id, heard_text))
+
+
+class FakeTTS(TTS):
+    """A 220 Hz tone, ``seconds_per_word`` per word, at 16 kHz."""
+
+    def __init__(self, seconds_per_word: float = 0.12, sample_rate: int = 16_000) -> None:
+        self.sample_rate = sample_rate
+        self.seconds_per_word = seconds_per_word
+        self.spoken: list[str] = []
+
+    def synthesize(self, text: str, prosody: Prosody | None = None) -> Iterator[bytes]:
+        self.spoken.append(text)
+        n = int(len(text.split()) * self.seconds_per_word * self.sample_rate)
+        t = np.arange(n) / self.sample_rate
+        pcm = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes()
+        for i in range(0, len(pcm), 4000):
+            yield pcm[i : i + 4000]
+
+
+@dataclass
+class FakeTrajectory:
+    records: list[TurnRecord] = field(default_factory=list)
+
+    async def append(self, record: TurnRecord) -> str:
+        self.records.append(record)
+        return str(len(self.records))
+
+
+def make_services(**voice: Any) -> SimpleNamespace:
+    """A stand-in for ``agent.wiring.Services`` with fake models and test-sized limits."""
+    settings = VoiceSettings(**{"max_text_chars": 200, "max_message_bytes": 64 * 1024, **voice})
+    return SimpleNamespace(
+        settings=SimpleNamespace(voice=settings),
+        perceiver=FakePerceiver(),
+        dialogue=FakeDialogue(),
+        tts=FakeTTS(),
+        trajectory=FakeTrajectory(),
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
