@@ -13,6 +13,7 @@ import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,8 @@ def read_manifest(path: str | Path) -> tuple[list[ManifestRow], Counter[str]]:
             columns = [c.strip() for c in (reader.fieldnames or [])]
             missing = [c for c in ("path", "emotion") if c not in columns]
             if missing:
-                raise ManifestError(
-                    f"manifest {path} lacks column(s) {', '.join(missing)} (has: {', '.join(columns) or 'none'})"
-                )
+                has = ", ".join(columns) or "none"
+                raise ManifestError(f"manifest {path} lacks column(s) {', '.join(missing)} (has: {has})")
             rows: list[ManifestRow] = []
             skipped: Counter[str] = Counter()
             for raw in reader:
@@ -109,9 +109,16 @@ def metrics_from_confusion(cm: np.ndarray) -> dict[str, float]:
 _PUNCT = re.compile(r"[^\w\s']|(?<!\w)'|'(?!\w)")
 
 
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+
+
 def normalize_text(text: str) -> str:
-    """Lowercase, punctuation stripped (apostrophes inside words kept), whitespace collapsed."""
-    return " ".join(_PUNCT.sub(" ", text.lower()).split())
+    """Lowercase, numbers spelled out ("11" → "eleven", as references write them), punctuation
+    stripped (apostrophes inside words kept), whitespace collapsed."""
+    from num2words import num2words
+
+    spelled = _NUMBER.sub(lambda m: " " + num2words(float(m.group(0).replace(",", ""))) + " ", text)
+    return " ".join(_PUNCT.sub(" ", spelled.lower().replace("-", " ")).split())
 
 
 def word_error_rate(references: list[str], hypotheses: list[str]) -> float | None:
@@ -133,13 +140,14 @@ def evaluate(
     rows: list[ManifestRow],
     limit: int | None = None,
     progress: bool = True,
-    skipped: int = 0,
+    skipped: int | Mapping[str, int] = 0,
 ) -> dict[str, Any]:
     """Perceive every row and return the eval report (exactly the contract's keys).
 
     Clips that are not usable audio are counted in ``skipped`` together with the manifest's unmapped
-    labels (pass their number as ``skipped``).
+    labels (pass :func:`read_manifest`'s skipped counter, or their number, as ``skipped``).
     """
+    skipped = sum(skipped.values()) if isinstance(skipped, Mapping) else int(skipped)
     from tqdm import tqdm
 
     from perception.audio import load_audio
@@ -161,7 +169,7 @@ def evaluate(
             skipped += 1
             continue
         start = time.perf_counter()
-        perception = perceiver.perceive(audio)
+        perception, cues = perceiver.perceive_with_cues(audio)
         processing_s += time.perf_counter() - start
         audio_s += len(audio) / 16_000
         model = perception.model
@@ -170,7 +178,7 @@ def evaluate(
         if row.transcript:
             refs.append(row.transcript)
             hyps.append(perception.transcript)
-        n_claims, n_ok = verify(perception, perception.transcript, perception_cues(perception))
+        n_claims, n_ok = verify(perception, perception.transcript, cues)
         claims += n_claims
         verified += n_ok
     cm = confusion_matrix(true, pred)
@@ -188,11 +196,6 @@ def evaluate(
         "rtf": round(processing_s / audio_s, 4) if audio_s else 0.0,
         "model": model,
     }
-
-
-def perception_cues(perception: Any) -> dict[str, float]:
-    """The measured cue z-scores a perceiver attached to the Perception (empty when none)."""
-    return dict(getattr(perception, "_cues", None) or {})
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -114,7 +114,8 @@ async def speak_turn(ws, audio: np.ndarray, end_s: float) -> dict[str, float]:
         "end_to_first_audio": marks["first_audio"] - end,
         "vad_end": marks["speech.stopped"] - end,
         "perception": marks["user.perception"] - marks["speech.stopped"],
-        "llm_first_text": marks.get("assistant.delta", marks.get("assistant.text", end)) - marks["user.perception"],
+        "llm_first_text": marks.get("assistant.delta", marks.get("assistant.text", end))
+        - marks["user.perception"],
         "tts_first_audio": marks["first_audio"] - marks.get("assistant.delta", marks["user.perception"]),
     }
 
@@ -122,8 +123,13 @@ async def speak_turn(ws, audio: np.ndarray, end_s: float) -> dict[str, float]:
 async def run(args: argparse.Namespace) -> dict:
     port = args.port
     env = {**os.environ, "EMO_REDIS_URL": args.redis}
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", str(port)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "serve", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         t_start = time.perf_counter()
         while True:
@@ -146,17 +152,26 @@ async def run(args: argparse.Namespace) -> dict:
                 result = await speak_turn(ws, audio, speech_end_s(audio))
                 result["clip"] = path.name
                 turns.append(result)
-                print(f"turn {n}: {path.name:28s} end->first audio {result['end_to_first_audio']:.3f} s",
-                      file=sys.stderr)
+                print(
+                    f"turn {n}: {path.name:28s} end->first audio {result['end_to_first_audio']:.3f} s",
+                    file=sys.stderr,
+                )
                 await asyncio.sleep(0.5)
         memory = rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     stages = ["end_to_first_audio", "vad_end", "perception", "llm_first_text", "tts_first_audio"]
-    summary = {s: {"p50": pct([t[s] for t in turns], 50), "p95": pct([t[s] for t in turns], 95)} for s in stages}
-    return {"turns": turns, "summary_s": summary, "server_rss_mb": memory, "startup_s": startup_s,
-            "cpu_count": os.cpu_count()}
+    summary = {
+        s: {"p50": pct([t[s] for t in turns], 50), "p95": pct([t[s] for t in turns], 95)} for s in stages
+    }
+    return {
+        "turns": turns,
+        "summary_s": summary,
+        "server_rss_mb": memory,
+        "startup_s": startup_s,
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def main() -> None:
@@ -170,8 +185,10 @@ def main() -> None:
     print(f"\n{'stage':22s} {'p50 s':>8s} {'p95 s':>8s}")
     for stage, v in report["summary_s"].items():
         print(f"{stage:22s} {v['p50']:8.3f} {v['p95']:8.3f}")
-    print(f"server RSS {report['server_rss_mb'].get('VmRSS', 0):.0f} MB "
-          f"(peak {report['server_rss_mb'].get('VmHWM', 0):.0f} MB); startup {report['startup_s']:.1f} s")
+    print(
+        f"server RSS {report['server_rss_mb'].get('VmRSS', 0):.0f} MB "
+        f"(peak {report['server_rss_mb'].get('VmHWM', 0):.0f} MB); startup {report['startup_s']:.1f} s"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -59,9 +59,7 @@ CUES: dict[str, CueSpec] = {
         CueSpec("pitch_mean", "mean pitch", "raised pitch", "lowered pitch", +1),
         CueSpec("pitch_variability", "pitch range", "more varied pitch", "flatter pitch", +1),
         CueSpec("loudness_mean", "mean loudness", "louder voice", "quieter voice", +1),
-        CueSpec(
-            "loudness_variability", "loudness variation", "more uneven loudness", "steadier loudness", 0
-        ),
+        CueSpec("loudness_variability", "loudness variation", "more uneven loudness", "steadier loudness", 0),
         CueSpec("speaking_rate", "loudness peaks per second", "faster speech", "slower speech", +1),
         CueSpec(
             "words_per_second", "words per second", "more words per second", "fewer words per second", +1
@@ -193,7 +191,9 @@ class CorpusNorms:
 
     @classmethod
     def from_json(cls, data: dict[str, dict[str, float]]) -> CorpusNorms:
-        return cls({k: float(v) for k, v in data["mean"].items()}, {k: float(v) for k, v in data["std"].items()})
+        return cls(
+            {k: float(v) for k, v in data["mean"].items()}, {k: float(v) for k, v in data["std"].items()}
+        )
 
 
 @dataclass
@@ -217,11 +217,12 @@ class _Welford:
 class RunningBaseline(SpeakerBaseline):
     """One speaker's cue statistics within a conversation (Welford mean/variance per cue).
 
-    Reference for a cue: the corpus norms while fewer than ``min_turns`` turns were seen; after that a
-    blend ``w * own + (1 - w) * corpus`` with ``w = n / (n + prior_turns)`` for both mean and variance,
-    so the baseline moves towards the speaker's own voice as the conversation goes on. The standard
-    deviation never drops below ``std_floor`` times the corpus one (a few similar turns would otherwise
-    turn tiny differences into large z-scores).
+    Reference for a cue: the corpus norms while fewer than ``min_turns`` turns were seen; after that
+    the speaker's own mean, and a variance blended as ``w * own + (1 - w) * corpus`` with
+    ``w = n / (n + prior_turns)`` (a variance from a handful of turns is too noisy to use alone), so
+    the spread moves towards the speaker's own as the conversation goes on. The standard deviation
+    never drops below ``std_floor`` times the corpus one (a few similar turns would otherwise turn tiny
+    differences into large z-scores).
     """
 
     norms: CorpusNorms
@@ -258,9 +259,8 @@ class RunningBaseline(SpeakerBaseline):
         if n < self.min_turns:
             return corpus_mean, corpus_std
         w = n / (n + self.prior_turns)
-        mean = w * own_mean + (1 - w) * corpus_mean
         var = w * own_var + (1 - w) * corpus_std**2
-        return mean, max(math.sqrt(var), self.std_floor * corpus_std)
+        return own_mean, max(math.sqrt(var), self.std_floor * corpus_std)
 
     def zscores(self, cues: dict[str, float]) -> dict[str, float]:
         return zscores(cues, self)

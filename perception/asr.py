@@ -126,10 +126,6 @@ class WhisperASR:
         )
         self._lock = threading.Lock()
 
-    @property
-    def d_model(self) -> int:
-        return int(self.encode_compact(np.zeros(SAMPLE_RATE, dtype=np.float32)).shape[1])
-
     # -- features -------------------------------------------------------------------------------------
     def mel(self, audio: np.ndarray) -> np.ndarray:
         """Log-mel features ``(n_mels, frames)`` of 16 kHz audio, unpadded (100 frames per second)."""

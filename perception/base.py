@@ -53,6 +53,17 @@ class Perceiver(ABC):
         turn's cues are compared with it and then folded into it. Raises :class:`AudioError` for unusable
         audio."""
 
+    def perceive_with_cues(
+        self,
+        audio: np.ndarray,
+        sample_rate: int = SAMPLE_RATE,
+        baseline: SpeakerBaseline | None = None,
+    ) -> tuple[Perception, dict[str, float]]:
+        """:meth:`perceive` plus the measured cue z-scores its acoustic evidence refers to, so the
+        evidence can be checked (:func:`perception.grounding.verify`). Backends that measure no cues
+        return an empty dict."""
+        return self.perceive(audio, sample_rate, baseline), {}
+
     def perceive_text(self, text: str) -> Perception:
         """Perception of a typed turn: lexical evidence only, neutral-leaning, no acoustic claims."""
         raise NotImplementedError

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -80,7 +81,10 @@ def extract_all(paths: list[Path], variants: list[str], cache_dir: Path, workers
     from tqdm import tqdm
 
     jobs = [
-        (str(p), v, str(cache_dir)) for v in variants for p in paths if not cache_path(cache_dir, p, v).exists()
+        (str(p), v, str(cache_dir))
+        for v in variants
+        for p in paths
+        if not cache_path(cache_dir, p, v).exists()
     ]
     if not jobs:
         return
@@ -107,14 +111,46 @@ def load_features(paths: list[Path], variant: str, cache_dir: Path) -> list[Clip
     return out
 
 
+def gets_augmented(path: Path, fraction: float) -> bool:
+    """Whether ``path`` gets an augmented copy (a fixed, hash-based choice of ``fraction`` of the clips)."""
+    return variant_seed(path, AUGMENTED) % 1000 < fraction * 1000
+
+
+@dataclass
+class Dataset:
+    x: np.ndarray  # (N, FEATURE_DIM)
+    y: np.ndarray  # (N,) index into LABELS
+    actors: np.ndarray  # (N,) speaker id
+    is_aug: np.ndarray  # (N,) bool: an augmented copy
+    cues: list[dict[str, float]]  # raw cues of the clean clips (for corpus norms)
+
+
+def load_dataset(rows: list, cache_dir: Path, augmented: bool = True, aug_fraction: float = 1.0) -> Dataset:
+    """Cached features of ``rows`` (ManifestRow) plus the augmented copies that exist in the cache."""
+    xs, ys, actors, is_aug, cues = [], [], [], [], []
+    for row in rows:
+        speaker = row.speaker or row.path.stem.split("_")[0]
+        variants = [CLEAN, AUGMENTED] if augmented and gets_augmented(row.path, aug_fraction) else [CLEAN]
+        for variant in variants:
+            f = cache_path(cache_dir, row.path, variant)
+            if not f.exists():
+                continue
+            clip = load_clip(f)
+            xs.append(clip.vector())
+            ys.append(LABELS.index(row.emotion))
+            actors.append(speaker)
+            is_aug.append(variant != CLEAN)
+            if variant == CLEAN:
+                cues.append(_cues(clip, row.transcript))
+    return Dataset(np.stack(xs), np.array(ys), np.array(actors), np.array(is_aug), cues)
+
+
 def fit(x: np.ndarray, y: np.ndarray, c: float):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(
-        StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
-    )
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced"))
     model.fit(x, y)
     return model
 
@@ -126,7 +162,9 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     return {k: round(v, 4) for k, v in metrics_from_confusion(cm).items()}
 
 
-def choose_c(x: np.ndarray, y: np.ndarray, groups: np.ndarray, grid: Sequence[float], folds: int = 3) -> float:
+def choose_c(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, grid: Sequence[float], folds: int = 3
+) -> float:
     """Regularisation strength with the best mean UA over speaker-grouped folds (training speakers only)."""
     from sklearn.model_selection import GroupKFold
 
@@ -166,13 +204,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent.evaluation import read_manifest
     from perception.acoustics import CorpusNorms
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     parser.add_argument("--val-actors", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-augment", action="store_true", help="train on clean clips only")
+    parser.add_argument(
+        "--aug-fraction", type=float, default=0.35, help="share of clips that also get an augmented copy"
+    )
     parser.add_argument("--extract-only", action="store_true")
     parser.add_argument("--c", type=float, default=None, help="fix C instead of choosing it by grouped CV")
     args = parser.parse_args(argv)
@@ -183,55 +226,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     if skipped:
         print(f"skipped labels: {dict(skipped)}", file=sys.stderr)
     paths = [r.path for r in rows]
-    variants = [CLEAN] if args.no_augment else [CLEAN, AUGMENTED]
-    extract_all(paths, variants, cache_dir, args.workers)
+    extract_all(paths, [CLEAN], cache_dir, args.workers)
+    if not args.no_augment:
+        extract_all(
+            [p for p in paths if gets_augmented(p, args.aug_fraction)], [AUGMENTED], cache_dir, args.workers
+        )
     if args.extract_only:
         return 0
 
-    clean = load_features(paths, CLEAN, cache_dir)
-    aug = load_features(paths, AUGMENTED, cache_dir) if not args.no_augment else [None] * len(rows)
-    keep = [i for i, f in enumerate(clean) if f is not None]
-    rows = [rows[i] for i in keep]
-    clean = [clean[i] for i in keep]
-    aug = [aug[i] for i in keep]
-    x = np.stack([f.vector() for f in clean if f is not None])
-    x_aug = np.stack([(a if a is not None else c).vector() for a, c in zip(aug, clean, strict=True) if c])
-    y = np.array([LABELS.index(r.emotion) for r in rows])
-    actors = np.array([r.speaker or r.path.stem.split("_")[0] for r in rows])
-
-    held_out = validation_actors(actors.tolist(), args.val_actors, args.seed)
-    val = np.isin(actors, held_out)
-    tr = ~val
-    x_tr = np.concatenate([x[tr], x_aug[tr]]) if not args.no_augment else x[tr]
-    y_tr = np.concatenate([y[tr], y[tr]]) if not args.no_augment else y[tr]
-    g_tr = np.concatenate([actors[tr], actors[tr]]) if not args.no_augment else actors[tr]
-    print(f"{len(rows)} clips, {len(set(actors))} speakers; held out: {', '.join(held_out)}", file=sys.stderr)
-
-    c = args.c if args.c is not None else choose_c(x_tr, y_tr, g_tr, [0.003, 0.01, 0.03])
-    model = fit(x_tr, y_tr, c)
-    val_clean = scores(y[val], model.predict(x[val]))
-    val_aug = scores(y[val], model.predict(x_aug[val]))
-    print(f"held-out speakers ({int(val.sum())} clips), C={c:g}")
-    print(f"  clean:     UA {val_clean['ua']:.4f}  WA {val_clean['wa']:.4f}  macro-F1 {val_clean['macro_f1']:.4f}")
-    print(f"  augmented: UA {val_aug['ua']:.4f}  WA {val_aug['wa']:.4f}  macro-F1 {val_aug['macro_f1']:.4f}")
-
-    x_all = np.concatenate([x, x_aug]) if not args.no_augment else x
-    y_all = np.concatenate([y, y]) if not args.no_augment else y
-    final = fit(x_all, y_all, c)
-    norms = CorpusNorms.from_samples(
-        [
-            _cues(f, r.transcript)
-            for f, r in zip(clean, rows, strict=True)
-            if f is not None
-        ]
+    data = load_dataset(rows, cache_dir, augmented=not args.no_augment, aug_fraction=args.aug_fraction)
+    held_out = validation_actors(data.actors.tolist(), args.val_actors, args.seed)
+    val = np.isin(data.actors, held_out)
+    n_clean = int((~data.is_aug).sum())
+    print(
+        f"{n_clean} clips (+{int(data.is_aug.sum())} augmented copies), {len(set(data.actors))} speakers; "
+        f"held out: {', '.join(held_out)}",
+        file=sys.stderr,
     )
+    tr = ~val
+    c = args.c
+    if c is None:
+        c = choose_c(data.x[tr], data.y[tr], data.actors[tr], [0.003, 0.01, 0.03])
+    model = fit(data.x[tr], data.y[tr], c)
+    val_clean = scores(data.y[val & ~data.is_aug], model.predict(data.x[val & ~data.is_aug]))
+    val_aug = (
+        scores(data.y[val & data.is_aug], model.predict(data.x[val & data.is_aug]))
+        if data.is_aug.any()
+        else {}
+    )
+    print(f"held-out speakers ({int((val & ~data.is_aug).sum())} clips), C={c:g}")
+    for name, s in (("clean", val_clean), ("augmented", val_aug)):
+        if s:
+            print(f"  {name + ':':<11}UA {s['ua']:.4f}  WA {s['wa']:.4f}  macro-F1 {s['macro_f1']:.4f}")
+
+    final = fit(data.x, data.y, c)
+    norms = CorpusNorms.from_samples(data.cues)
     meta = {
         "feature_version": FEATURE_VERSION,
         "trained_on": str(Path(args.manifest).name),
-        "n_clips": len(rows),
-        "n_speakers": len(set(actors)),
-        "augmented": not args.no_augment,
+        "n_clips": n_clean,
+        "n_augmented": int(data.is_aug.sum()),
+        "n_speakers": len(set(data.actors)),
         "C": c,
+        "aug_fraction": 0.0 if args.no_augment else args.aug_fraction,
         "val_actors": held_out,
         "val_seed": args.seed,
         "val_clean": val_clean,
@@ -245,10 +282,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _cues(clip: ClipFeatures, transcript: str | None) -> dict[str, float]:
     from perception.acoustics import cues_from_measurements
-    from perception.asr import WhisperASR  # noqa: F401  (names only)
 
     names = _functional_names()
-    return cues_from_measurements(dict(zip(names, clip.functionals.tolist(), strict=True)), clip.pauses, transcript)
+    return cues_from_measurements(
+        dict(zip(names, clip.functionals.tolist(), strict=True)), clip.pauses, transcript
+    )
 
 
 _names_cache: list[str] = []

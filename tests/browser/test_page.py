@@ -53,7 +53,7 @@ def test_page_completes_a_spoken_turn(server, fake_mic: Path, tmp_path: Path) ->
             page.click("#start")
             done = page.wait_for_selector('.turn[data-state="done"]', timeout=240_000)
             text = done.inner_text().lower()
-            assert "eleven" in text  # the transcript of the spoken clip
+            assert "o'clock" in text  # the transcript of the spoken clip ("It's 11 o'clock.")
             assert done.query_selector(".emotion-label").inner_text().strip()
             assert done.query_selector(".reasoning").inner_text().strip()
             assert done.query_selector(".reply").inner_text().strip()

@@ -95,7 +95,7 @@ async def test_spoken_turn_end_to_end(server, clip: Path, redis_url: str) -> Non
         perception = Perception.model_validate(
             {k: v for k, v in perception_event.items() if k not in ("type", "turn_id")}
         )
-        assert "eleven" in perception.transcript.lower()
+        assert "o'clock" in perception.transcript.lower()
         assert set(perception.emotion.scores) == set(LABELS)
         assert abs(sum(perception.emotion.scores.values()) - 1) < 1e-3
         assert perception.reasoning and perception.evidence

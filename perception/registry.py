@@ -1,0 +1,64 @@
+"""Name → factory registry of perception backends, chosen by ``EMO_PERCEPTION__ESTIMATOR``.
+
+    from perception.registry import build_perceiver, register_perceiver
+    register_perceiver("audiollm", lambda settings: AudioLLMPerceiver(settings))
+    perceiver = build_perceiver(PerceptionSettings(estimator="audiollm"))
+
+"classical" (:class:`perception.pipeline.ClassicalPerceiver`) is registered by default. Factories are
+imported lazily, so registering costs nothing until a backend is built.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from agent.config import PerceptionSettings
+from perception.base import Perceiver, PerceptionError
+
+PerceiverFactory = Callable[[PerceptionSettings], Perceiver]
+
+_REGISTRY: dict[str, PerceiverFactory] = {}
+_LOCK = threading.Lock()
+
+
+def register_perceiver(name: str, factory: PerceiverFactory, *, replace: bool = False) -> None:
+    """Make ``factory`` buildable as ``name``. Registering a taken name needs ``replace=True``."""
+    key = name.strip().lower()
+    if not key:
+        raise ValueError("perceiver name must not be empty")
+    with _LOCK:
+        if key in _REGISTRY and not replace and _REGISTRY[key] is not factory:
+            raise ValueError(f"perceiver '{key}' is already registered")
+        _REGISTRY[key] = factory
+
+
+def known_perceivers() -> list[str]:
+    with _LOCK:
+        return sorted(_REGISTRY)
+
+
+def build_perceiver(settings: PerceptionSettings | None = None) -> Perceiver:
+    """The perceiver named by ``settings.estimator`` (default: the environment's ``EMO_PERCEPTION__*``
+    settings); :class:`PerceptionError` for an unknown name."""
+    if settings is None:
+        from agent.config import Settings
+
+        settings = Settings().perception
+    key = settings.estimator.strip().lower()
+    with _LOCK:
+        factory = _REGISTRY.get(key)
+    if factory is None:
+        raise PerceptionError(
+            f"unknown perception estimator '{settings.estimator}' (known: {', '.join(known_perceivers())})"
+        )
+    return factory(settings)
+
+
+def _classical(settings: PerceptionSettings) -> Perceiver:
+    from perception.pipeline import ClassicalPerceiver
+
+    return ClassicalPerceiver(settings)
+
+
+register_perceiver("classical", _classical)

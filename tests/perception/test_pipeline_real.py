@@ -1,0 +1,74 @@
+"""The shipped estimator on real CREMA-D clips (real Whisper and openSMILE; marked slow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.evaluation import read_manifest
+from perception.audio import load_audio
+from perception.base import AudioError
+from perception.grounding import verify
+from perception.types import LABELS, Perception
+
+CREMA_D = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "crema-d").resolve()
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def perceiver():
+    if not (CREMA_D / "manifest.csv").exists():
+        pytest.skip(f"CREMA-D not found at {CREMA_D} (expected beside the repository)")
+    from perception.registry import build_perceiver
+
+    return build_perceiver()
+
+
+def test_real_clips_give_valid_grounded_perceptions(perceiver) -> None:
+    rows, _ = read_manifest(CREMA_D / "manifest.csv")
+    # a strongly (HI intensity) angry clip, from a speaker held out of validation
+    angry = next(r for r in rows if r.path.name == "1076_IEO_ANG_HI.ogg")
+    others = [r for r in rows if r.path.name in {"1076_IEO_SAD_HI.ogg", "1076_TIE_NEU_XX.ogg"}]
+    baseline = perceiver.new_baseline()
+    for row in [angry, *others]:
+        perception, cues = perceiver.perceive_with_cues(load_audio(row.path), baseline=baseline)
+        Perception.model_validate(perception.model_dump())
+        assert set(perception.emotion.scores) == set(LABELS)
+        assert sum(perception.emotion.scores.values()) == pytest.approx(1.0, abs=1e-3)
+        assert perception.transcript and perception.reasoning
+        assert {"asr", "encode", "reason"} <= set(perception.timings_ms)
+        n_claims, n_ok = verify(perception, perception.transcript, cues)
+        assert n_claims >= 1 and n_ok == n_claims
+        if row is angry:
+            top2 = sorted(perception.emotion.scores, key=perception.emotion.scores.get, reverse=True)[:2]
+            assert "angry" in top2, perception.emotion.scores
+            assert perception.emotion.arousal > 0
+    assert baseline.n_turns == 3
+
+
+def test_concurrent_calls_match_sequential(perceiver) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    clips = [load_audio(CREMA_D / "audio" / f"1089_{s}.ogg") for s in ("DFA_HAP_XX", "MTI_FEA_XX")]
+    sequential = [perceiver.perceive(a).emotion.scores for a in clips]
+    with ThreadPoolExecutor(2) as pool:
+        concurrent = [p.emotion.scores for p in pool.map(perceiver.perceive, clips)]
+    assert concurrent == sequential
+
+
+def test_short_and_silent_turns_are_rejected(perceiver) -> None:
+    with pytest.raises(AudioError, match="too short"):
+        perceiver.perceive(np.full(3000, 0.1, dtype=np.float32))
+    with pytest.raises(AudioError, match="silent"):
+        perceiver.perceive(np.zeros(16_000, dtype=np.float32))
+
+
+def test_typed_turn(perceiver) -> None:
+    perception = perceiver.perceive_text("I'm so scared about tomorrow")
+    assert perception.emotion.label in LABELS
+    assert "no audio" in perception.reasoning
+    assert [e.quote for e in perception.evidence] == ["scared"]
+    assert all(e.kind == "lexical" for e in perception.evidence)
