@@ -4,6 +4,7 @@
     emo-agent perceive FILE [--json]               one audio file in, one perception out
     emo-agent eval --manifest M.csv [--out R.json] [--limit N]
     emo-agent export --session ID [--format jsonl|csv|parquet|emotionml] [--out FILE] [--since T] [--until T]
+                     [--audio-dir DIR]
     emo-agent plot --session ID --out FILE.png     valence/arousal over turns, labels, policies
     emo-agent report --session ID --out FILE.html  transcript, reasoning per turn, the plot
     emo-agent talk FILE [--url ws://...]           stream an audio file to a running server
@@ -129,6 +130,30 @@ async def _load_sessions(redis_url: str, sessions: list[str], all_sessions: bool
         await client.aclose()
 
 
+async def _save_audio(redis_url: str, records: list, audio_dir: Path) -> int:
+    """Write the kept audio of user turns as ``{session_id}_{turn_id}.wav``; returns how many."""
+    import redis.asyncio as aioredis
+
+    from agent.trajectory import TrajectoryLog
+
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    client = aioredis.Redis.from_url(redis_url)
+    saved = 0
+    try:
+        log = TrajectoryLog(client)
+        for record in records:
+            if not record.audio_ref:
+                continue
+            wav = await log.read_audio(record.audio_ref)
+            if wav is None:  # expired before the record did, or deleted
+                continue
+            (audio_dir / f"{record.session_id}_{record.turn_id}.wav").write_bytes(wav)
+            saved += 1
+    finally:
+        await client.aclose()
+    return saved
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from agent.export import ExportError, filter_time, parse_time, write_export
 
@@ -148,6 +173,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         print(f"{len(records)} turns written to {out}", file=sys.stderr)
+    if args.audio_dir:
+        saved = asyncio.run(_save_audio(settings.redis_url, records, Path(args.audio_dir)))
+        print(f"{saved} user-turn wav files written to {args.audio_dir}", file=sys.stderr)
     return 0
 
 
@@ -211,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="file to write (stdout for text formats if omitted)")
     p.add_argument("--since", default=None, help="only turns starting at/after (Unix s or ISO 8601)")
     p.add_argument("--until", default=None, help="only turns starting at/before (Unix s or ISO 8601)")
+    p.add_argument(
+        "--audio-dir",
+        default=None,
+        help="also write each user turn's kept audio here as SESSION_TURN.wav (EMO_TRAJECTORY__KEEP_AUDIO)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("plot", help="plot a session's valence/arousal over turns")

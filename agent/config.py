@@ -74,6 +74,23 @@ class DialogueSettings(BaseModel):
     history_turns: int = 6
     # Seconds a session's history lives in Redis after its last turn (0: forever).
     session_ttl_s: int = 7 * 24 * 3600
+    # Dialogue extensions to load, as "module:function" (see docs/extending.md), e.g.
+    # EMO_DIALOGUE__EXTENSIONS='["examples.checkin:register"]'.
+    extensions: list[str] = Field(default_factory=list)
+    # Also load extensions that installed packages declare under the "emo_agent.dialogue" entry point group.
+    extension_entry_points: bool = True
+
+
+class TrajectorySettings(BaseModel):
+    """The research log of emotional trajectories (``agent.trajectory``, docs/research.md)."""
+
+    # Consent used when ``session.start`` carries no ``consent`` field. True so researchers' logs work out of
+    # the box; a deployment facing the public should set it false and let the client ask (opt-in).
+    consent_default: bool = True
+    # Seconds a session's trajectory (and any kept audio) lives after its last turn (0: forever).
+    ttl_s: int = 7 * 24 * 3600
+    # Keep each user turn's 16 kHz audio (WAV) beside its record. Off: audio is never stored.
+    keep_audio: bool = False
 
 
 class Settings(BaseSettings):
@@ -93,3 +110,4 @@ class Settings(BaseSettings):
     perception: PerceptionSettings = Field(default_factory=PerceptionSettings)
     voice: VoiceSettings = Field(default_factory=VoiceSettings)
     dialogue: DialogueSettings = Field(default_factory=DialogueSettings)
+    trajectory: TrajectorySettings = Field(default_factory=TrajectorySettings)

@@ -3,7 +3,8 @@
 Each perceived user turn becomes one ``<emotion>`` with its category (the product's six labels, declared
 as an in-document vocabulary, ``value`` = probability), the two dimensions valence and arousal mapped from
 [-1, 1] onto EmotionML's [0, 1] scale, absolute ``start``/``end`` in milliseconds since the epoch, the
-transcript and reasoning in ``<info>``, and the turn id as ``<reference>``.
+transcript, reasoning, model and the assistant's reply policy (``interrupted="true"`` when cut off) in
+``<info>``, and the turn id as ``<reference>``. ``start``/``end`` are the rows' ``t_start``/``t_end`` × 1000.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def to_emotionml(records: list[TurnRecord]) -> str:
     dims = ET.SubElement(root, f"{{{NS}}}vocabulary", {"type": "dimension", "id": "emo-agent-dimensions"})
     for name in ("valence", "arousal"):
         ET.SubElement(dims, f"{{{NS}}}item", {"name": name})
+    replies = {r.turn_id: r for r in records if r.speaker == "assistant"}
     for r in records:
         if r.speaker != "user" or r.label is None:
             continue
@@ -60,6 +62,10 @@ def to_emotionml(records: list[TurnRecord]) -> str:
             ET.SubElement(info, "reasoning").text = r.reasoning
         if r.model:
             ET.SubElement(info, "model").text = r.model
+        reply = replies.get(r.turn_id)
+        if reply is not None and reply.policy:
+            attrs = {"interrupted": "true"} if reply.interrupted else {}
+            ET.SubElement(info, "policy", attrs).text = reply.policy
         ET.SubElement(emotion, f"{{{NS}}}reference", {"uri": f"#turn-{r.turn_id}", "role": "expressedBy"})
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -63,7 +63,12 @@ def trajectory_figure(records: list[TurnRecord], title: str | None = None):  # -
     for x, u in zip(xs, users, strict=True):
         ax.add_patch(
             plt.Rectangle(
-                (x - 0.5, -1.28), 1.0, 0.13, color=LABEL_COLOURS.get(u.label or "", "#dddddd"), clip_on=False
+                (x - 0.5, -1.3),
+                1.0,
+                0.14,
+                facecolor=LABEL_COLOURS.get(u.label or "", "#dddddd"),
+                edgecolor="white",
+                lw=1.5,
             )
         )
     # policy markers
@@ -77,17 +82,28 @@ def trajectory_figure(records: list[TurnRecord], title: str | None = None):  # -
     ax.set_ylim(-1.3, 1.2)
     ax.set_xticks(xs)
     ax.set_xlabel("user turn")
-    ax.set_ylabel("valence / arousal")
+    ax.set_ylabel("valence / arousal  (−1 … +1)")
+    ax.set_yticks([-1.0, -0.5, 0.0, 0.5, 1.0])
     ax.set_title(title or (f"session {users[0].session_id}" if users else "empty session"))
     used_labels = [lab for lab in LABELS if any(u.label == lab for u in users)]
     used_policies = sorted(
         {replies[u.turn_id].policy for u in users if u.turn_id in replies and replies[u.turn_id].policy}
     )
+    interrupted = any(replies[u.turn_id].interrupted for u in users if u.turn_id in replies)
+
+    def heading(text: str):  # a legend row with no symbol, in bold: the name of the group below it
+        return plt.Line2D([], [], ls="", label=r"$\bf{" + text.replace(" ", r"\ ") + "}$")
+
     handles = ax.get_legend_handles_labels()[0]
-    handles += [Patch(color=LABEL_COLOURS[lab], label=lab) for lab in used_labels]
-    handles += [
-        plt.Line2D([], [], ls="", marker=POLICY_MARKERS.get(p, "D"), color="#264653", label=p)
-        for p in used_policies
-    ]
+    handles += [heading("emotion heard")]
+    handles += [Patch(facecolor=LABEL_COLOURS[lab], label=lab) for lab in used_labels]
+    if used_policies:
+        handles += [heading("reply policy")]
+        handles += [
+            plt.Line2D([], [], ls="", marker=POLICY_MARKERS.get(p, "D"), color="#264653", label=p)
+            for p in used_policies
+        ]
+    if interrupted:
+        handles += [plt.Line2D([], [], ls="", marker="x", color="#264653", label="interrupted")]
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     return fig

@@ -62,9 +62,13 @@ def render_report(records: list[TurnRecord], session_id: str) -> str:
         png = plot_trajectory(records, Path(tmp) / "trajectory.png")
         img = base64.b64encode(png.read_bytes()).decode()
     turns = "\n".join(_turn_html(r) for r in records)
+    n_user = sum(r.speaker == "user" for r in records)
+    first = datetime.fromtimestamp(records[0].t_start, UTC) if records else None
+    started = f" · started {first:%Y-%m-%d %H:%M}" if first else ""
     title = f"Emotional trajectory — session {html.escape(session_id)}"
     return (
         f"<!doctype html><html lang=en><meta charset=utf-8><title>{title}</title><style>{CSS}</style>"
-        f"<h1>{title}</h1><p class=meta>{len(records)} turns</p>"
+        f"<h1>{title}</h1><p class=meta>{n_user} user turns, {len(records) - n_user} replies · times in UTC"
+        f"{started}</p>"
         f'<img alt="valence and arousal over turns" src="data:image/png;base64,{img}">\n{turns}</html>'
     )

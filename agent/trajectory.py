@@ -3,6 +3,14 @@
 Stream key ``emo:trajectory:{session_id}``; each entry holds one :class:`TurnRecord` as JSON under the
 field ``record``, with ``schema`` = :data:`SCHEMA_VERSION`. ``emo-agent export`` reads it back.
 Times ``t_start``/``t_end`` are Unix epoch seconds (float).
+
+Retention: every write (re)sets the key's TTL to ``ttl_s`` (0: no expiry). With ``keep_audio`` on, a user
+turn's 16 kHz audio is stored as WAV bytes under ``emo:trajectory-audio:{session_id}:{turn_id}`` (same TTL)
+and the record's ``audio_ref`` names that key. Consent is decided by the session (``voice.session``): a
+session without consent writes nothing here.
+
+Schema versions: 1 = the fields below without ``audio_ref``; 2 adds ``audio_ref`` (records of version 1
+still load, with ``audio_ref`` empty).
 """
 
 from __future__ import annotations
@@ -13,8 +21,9 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KEY_PREFIX = "emo:trajectory:"
+AUDIO_KEY_PREFIX = "emo:trajectory-audio:"  # not under KEY_PREFIX, so never read as a stream
 
 # Columns of an export row, in order (docs/contracts.md).
 EXPORT_COLUMNS: tuple[str, ...] = (
@@ -34,6 +43,7 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "model",
     "interrupted",
     "latency_ms",
+    "audio_ref",
     "schema_version",
 )
 # Fields whose values are JSON objects/lists (JSON strings in CSV).
@@ -57,6 +67,8 @@ class TurnRecord(BaseModel):
     model: str | None = None
     interrupted: bool = False
     latency_ms: dict[str, float] = Field(default_factory=dict)
+    # Redis key of the user turn's WAV audio, when audio retention is on (``emo-agent export --audio-dir``).
+    audio_ref: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def row(self) -> dict[str, Any]:
@@ -69,12 +81,43 @@ def stream_key(session_id: str) -> str:
     return f"{KEY_PREFIX}{session_id}"
 
 
-class TrajectoryLog:
-    """Append and read turn records. One instance serves all sessions (redis-py's pool is shared)."""
+def audio_key(session_id: str, turn_id: str) -> str:
+    return f"{AUDIO_KEY_PREFIX}{session_id}:{turn_id}"
 
-    def __init__(self, client: aioredis.Redis, ttl_s: int = 0) -> None:
+
+class TrajectoryLog:
+    """Append and read turn records. One instance serves all sessions (redis-py's pool is shared).
+
+    ``consent_default`` (used when a client does not say), ``keep_audio`` and ``dialogue_model`` (the model
+    id written on assistant records) are read by the voice session.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        ttl_s: int = 0,
+        *,
+        consent_default: bool = True,
+        keep_audio: bool = False,
+        dialogue_model: str | None = None,
+    ) -> None:
         self._redis = client
         self._ttl_s = ttl_s
+        self.consent_default = consent_default
+        self.keep_audio = keep_audio
+        self.dialogue_model = dialogue_model
+
+    async def store_audio(self, session_id: str, turn_id: str, wav: bytes) -> str:
+        """Store one user turn's WAV bytes (same TTL as the stream); returns the key for ``audio_ref``."""
+        key = audio_key(session_id, turn_id)
+        await self._redis.set(key, wav, ex=self._ttl_s if self._ttl_s > 0 else None)
+        return key
+
+    async def read_audio(self, key: str) -> bytes | None:
+        if not key.startswith(AUDIO_KEY_PREFIX):
+            raise ValueError(f"not a trajectory audio key: {key!r}")
+        data = await self._redis.get(key)
+        return bytes(data) if data is not None else None
 
     async def append(self, record: TurnRecord) -> str:
         key = stream_key(record.session_id)

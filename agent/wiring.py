@@ -50,9 +50,21 @@ class Services:
         log.info("loading dialogue (%s)", settings.dialogue.llm_backend)
         dialogue = await DialogueEngine.create(settings, client)
         tts = build_tts(settings.voice) if settings.voice.tts_enabled else None
-        trajectory = TrajectoryLog(client, ttl_s=settings.dialogue.session_ttl_s)
+        trajectory = TrajectoryLog(
+            client,
+            ttl_s=settings.trajectory.ttl_s,
+            consent_default=settings.trajectory.consent_default,
+            keep_audio=settings.trajectory.keep_audio,
+            dialogue_model=_dialogue_model_id(settings),
+        )
         return cls(settings, perceiver, dialogue, tts, trajectory, client)
 
     async def aclose(self) -> None:
         await self.dialogue.aclose()
         await self.redis.aclose()
+
+
+def _dialogue_model_id(settings: Settings) -> str:
+    """The id written on assistant trajectory records, e.g. ``local:smollm2-135m``."""
+    d = settings.dialogue
+    return f"{d.llm_backend}:{d.local_model if d.llm_backend == 'local' else d.openai_model}"

@@ -6,6 +6,7 @@ lengths), not what was said.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,8 @@ from dialogue import prompts
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
+
+    from dialogue.policies import Rule
 
 
 @dataclass(kw_only=True)
@@ -28,4 +31,6 @@ class DialogueContext:
     max_new_tokens: int = 60
     """Upper bound on generated tokens over every policy's own limit."""
     history_turns: int = 6
-    """Earlier turns (user + assistant pairs) shown to the LLM; older ones stay stored but unseen."""
+    """Earlier turns (user + assistant pairs) shown to the LLM; older ones go into ``State.summary``."""
+    rules: Sequence[Rule] = ()
+    """Extension policy-selection rules (:class:`dialogue.extensions.Registry`), applied after safety."""

@@ -27,6 +27,7 @@ from langgraph_checkpoint_plainredis import AsyncRedisSaver
 
 from dialogue.context import DialogueContext
 from dialogue.events import PolicyChosen, ReplyDone, ReplyEvent, TextDelta
+from dialogue.extensions import Registry, load_extensions
 from dialogue.graph import build_graph
 from dialogue.llm import build_chat_model, preload
 from dialogue.nodes import assistant_message_id, reply_limits
@@ -64,12 +65,20 @@ class DialogueEngine:
         *,
         llm: BaseChatModel | None = None,
         key_prefix: str = KEY_PREFIX,
+        registry: Registry | None = None,
     ) -> DialogueEngine:
         """Build the LLM (loading and warming up the local model in a worker thread) and compile the graph
         with a Redis checkpointer on ``redis_client`` (which stays owned by the caller).
 
+        Extensions: ``registry`` when given, else those named by ``settings.dialogue.extensions`` and, when
+        ``settings.dialogue.extension_entry_points``, installed entry points (:mod:`dialogue.extensions`).
+
         Session keys expire ``settings.dialogue.session_ttl_s`` seconds after their last write (0: never).
         """
+        if registry is None:
+            registry = load_extensions(
+                settings.dialogue.extensions, use_entry_points=settings.dialogue.extension_entry_points
+            )
         llm = llm or build_chat_model(settings)
         await asyncio.to_thread(preload, llm)
         ttl = settings.dialogue.session_ttl_s or None
@@ -78,8 +87,9 @@ class DialogueEngine:
             llm=llm,
             max_new_tokens=settings.dialogue.max_new_tokens,
             history_turns=settings.dialogue.history_turns,
+            rules=tuple(registry.rules),
         )
-        return cls(build_graph(saver), context)
+        return cls(build_graph(saver, registry), context)
 
     # ---------------------------------------------------------------------------------------- helpers
 
@@ -136,20 +146,22 @@ class DialogueEngine:
                 inputs,
                 self._config(session_id),
                 context=self.context,
-                stream_mode=["messages", "updates"],
+                stream_mode=["messages", "updates", "custom"],
             )
             async with contextlib.aclosing(stream):
                 async for mode, payload in stream:
+                    if mode == "custom":  # the replying node announces the final policy (hooks may change it)
+                        if isinstance(payload, dict) and payload.get("event") == "policy" and shaper is None:
+                            policy_name = str(payload["policy"])
+                            policy = get_policy(policy_name)
+                            llm_started = time.perf_counter()
+                            timings["policy"] = (llm_started - started) * 1000
+                            shaper = ReplyShaper(reply_limits(policy_name, self.context)[0])
+                            yield PolicyChosen(policy_name, policy.prosody, policy.follow_up)
+                        continue
                     if mode == "updates":
                         for node, update in (payload or {}).items():
-                            if node == "choose_policy" and update:
-                                policy_name = update["policy"]
-                                policy = get_policy(policy_name)
-                                llm_started = time.perf_counter()
-                                timings["policy"] = (llm_started - started) * 1000
-                                shaper = ReplyShaper(reply_limits(policy_name, self.context)[0])
-                                yield PolicyChosen(policy_name, policy.prosody, policy.follow_up)
-                            elif node == "respond" and update:
+                            if node in ("respond", "safety_reply") and update:
                                 final_text = str(update["messages"][-1].content)
                         continue
                     chunk, metadata = payload

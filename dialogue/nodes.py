@@ -1,4 +1,4 @@
-"""The dialogue graph's nodes (plain async functions returning partial state updates) and its router."""
+"""The dialogue graph's nodes (plain async functions returning partial state updates) and its routers."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemM
 from langgraph.graph import END
 from langgraph.runtime import Runtime
 
-from dialogue import prompts
+from dialogue import memory, prompts
 from dialogue.context import DialogueContext
 from dialogue.llm import build_chat_model, with_token_limit
 from dialogue.policies import choose_policy as choose_policy_name
 from dialogue.policies import get_policy
+from dialogue.safety import SAFETY_POLICY, SAFETY_REPLY
 from dialogue.state import EmotionTurn, State
 from dialogue.text import ReplyShaper
 
@@ -44,8 +45,9 @@ def _context(runtime: Runtime[DialogueContext] | None) -> DialogueContext:
     return context if isinstance(context, DialogueContext) else DialogueContext()
 
 
-async def remember(state: State) -> dict[str, Any]:
-    """Record the user's turn: their message and how they sounded."""
+async def remember(state: State, runtime: Runtime[DialogueContext] | None = None) -> dict[str, Any]:
+    """Record the user's turn (their message and how they sounded) and fold turns that left the LLM's
+    window into the running summary (:func:`dialogue.memory.fold`, no model call)."""
     perception = state.perception
     entry = EmotionTurn(
         turn_id=state.turn_id,
@@ -56,7 +58,12 @@ async def remember(state: State) -> dict[str, Any]:
         interrupted=False,
     )
     message = HumanMessage(content=state.user_text, id=user_message_id(state.turn_id))
-    return {"messages": [message], "emotional_history": [entry], "policy": ""}
+    update: dict[str, Any] = {"messages": [message], "emotional_history": [entry], "policy": ""}
+    earlier = [t for t in state.emotional_history if t["turn_id"] != state.turn_id]
+    folded = memory.fold(earlier, state.messages, state.summary_turns, _context(runtime).history_turns)
+    if folded is not None:
+        update["summary"], update["summary_turns"] = folded
+    return update
 
 
 def route_turn(state: State) -> Literal["choose_policy", "__end__"]:
@@ -64,17 +71,58 @@ def route_turn(state: State) -> Literal["choose_policy", "__end__"]:
     return "choose_policy" if state.user_text.strip() else END
 
 
-async def choose_policy(state: State) -> dict[str, Any]:
-    """Choose the response policy from this turn's perception and the earlier turns' trajectory."""
+async def choose_policy(state: State, runtime: Runtime[DialogueContext] | None = None) -> dict[str, Any]:
+    """Choose the response policy: crisis language first (``safety``), then extension rules and the
+    built-in rules on this turn's perception and the earlier turns' trajectory."""
     earlier = [t for t in state.emotional_history if t["turn_id"] != state.turn_id]
-    name = choose_policy_name(state.perception, earlier)
+    name = choose_policy_name(state.perception, earlier, state.user_text, _context(runtime).rules)
     return {"policy": name, "emotional_history": [EmotionTurn(turn_id=state.turn_id, policy=name)]}
 
 
-def conversation_window(messages: list[AnyMessage], history_turns: int) -> list[AnyMessage]:
-    """The messages the LLM sees: the last ``history_turns`` exchanges plus the current user message."""
+def route_policy(state: State) -> Literal["safety_reply", "next"]:
+    """Safety turns go straight to the fixed reply (past every extension node); others go on."""
+    return "safety_reply" if state.policy == SAFETY_POLICY else "next"
+
+
+def _turn_of(message: AnyMessage) -> str:
+    return str(message.id or "").rpartition(":")[0]
+
+
+def conversation_window(
+    messages: list[AnyMessage], history_turns: int, summary: str = ""
+) -> list[AnyMessage]:
+    """The messages the LLM sees: those of the last ``history_turns`` earlier turns plus the current user
+    message. A ``summary`` of older turns opens the first user message it shows (user role: it quotes the
+    user, so it never enters the system prompt)."""
     spoken = [m for m in messages if isinstance(m, HumanMessage | AIMessage) and str(m.content).strip()]
-    return spoken[-(2 * max(0, history_turns) + 1) :]
+    turns = list(dict.fromkeys(_turn_of(m) for m in spoken if isinstance(m, HumanMessage)))
+    keep = set(turns[-(max(0, history_turns) + 1) :])
+    window = [m for m in spoken if _turn_of(m) in keep]
+    if summary and window and isinstance(window[0], HumanMessage):
+        first = window[0]
+        window[0] = HumanMessage(content=f"({summary})\n\n{first.content}", id=first.id)
+    return window
+
+
+def _announce(runtime: Runtime[DialogueContext] | None, policy: str) -> None:
+    """Tell ``stream_mode="custom"`` listeners the final policy, just before the reply is written."""
+    writer = getattr(runtime, "stream_writer", None)
+    if callable(writer):
+        writer({"event": "policy", "policy": policy})
+
+
+def _reply_message(state: State, text: str, policy: str) -> AIMessage:
+    return AIMessage(
+        content=text,
+        id=assistant_message_id(state.turn_id),
+        additional_kwargs={"policy": policy, "turn_id": state.turn_id},
+    )
+
+
+async def safety_reply(state: State, runtime: Runtime[DialogueContext] | None = None) -> dict[str, Any]:
+    """The fixed safety text (:data:`dialogue.safety.SAFETY_REPLY`); no model is called."""
+    _announce(runtime, SAFETY_POLICY)
+    return {"messages": [_reply_message(state, SAFETY_REPLY, SAFETY_POLICY)]}
 
 
 def reply_limits(policy_name: str, context: DialogueContext) -> tuple[int, int]:
@@ -91,8 +139,11 @@ async def respond(state: State, runtime: Runtime[DialogueContext]) -> dict[str, 
     the policy's sentence limit is reached. The stored reply is the cleaned text
     (:class:`dialogue.text.ReplyShaper`).
     """
+    if state.policy == SAFETY_POLICY:  # also when a custom graph routes a safety turn here
+        return await safety_reply(state, runtime)
     context = _context(runtime)
     policy = get_policy(state.policy)
+    _announce(runtime, policy.name)
     max_sentences, max_tokens = reply_limits(policy.name, context)
     system = SystemMessage(
         content=prompts.system_prompt(policy, state.perception, context.persona, max_sentences)
@@ -100,7 +151,7 @@ async def respond(state: State, runtime: Runtime[DialogueContext]) -> dict[str, 
     llm = context.llm or default_chat_model()
     shaper = ReplyShaper(max_sentences)
     stream = with_token_limit(llm, max_tokens).astream(
-        [system, *conversation_window(state.messages, context.history_turns)]
+        [system, *conversation_window(state.messages, context.history_turns, state.summary)]
     )
     async with contextlib.aclosing(stream):  # type: ignore[type-var]
         async for chunk in stream:
@@ -109,9 +160,4 @@ async def respond(state: State, runtime: Runtime[DialogueContext]) -> dict[str, 
                 break
     shaper.finish()
     text = shaper.text or FALLBACK_REPLY
-    reply = AIMessage(
-        content=text,
-        id=assistant_message_id(state.turn_id),
-        additional_kwargs={"policy": policy.name, "turn_id": state.turn_id},
-    )
-    return {"messages": [reply]}
+    return {"messages": [_reply_message(state, text, policy.name)]}

@@ -3,16 +3,9 @@
 A policy bundles what the LLM is told (``instruction``), how long the reply may be, how TTS should say it
 (:class:`dialogue.events.Prosody`) and whether it ends with a follow-up question.
 
-=============  ==========================================  =====  ======  =========================  =========
-policy         when                                        sent.  tokens  prosody                    follow-up
-=============  ==========================================  =====  ======  =========================  =========
-de_escalate    angry/disgust with energy; negative and     2      40      slower, steadier, softer   no
-               agitated; negative for 3+ turns while not
-               calm; arousal rising on a negative turn
-empathize      sad/fear; clearly negative but calm         2      50      slower, gentle             yes
-encourage      recovering from negative turns; happy       2      50      a little brighter, livelier yes
-neutral        everything else (incl. no perception)       3      60      default                    no
-=============  ==========================================  =====  ======  =========================  =========
+The table with every policy and its selection rule is in ``docs/dialogue.md``. Built in: ``safety``
+(crisis language; fixed text, see :mod:`dialogue.safety`), ``de_escalate``, ``empathize``, ``encourage``,
+``neutral``. Extensions add policies with selection :class:`Rule` s (see ``docs/extending.md``).
 
 :func:`choose_policy` is pure (no I/O, no model): the same perception and history always give the same
 policy, which is what the tests pin down. Policies live in the :data:`POLICIES` registry; products that add
@@ -21,10 +14,11 @@ their own call :func:`register_policy` (and route to it from their own chooser).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dialogue.events import Prosody
+from dialogue.safety import SAFETY_POLICY, SAFETY_PROSODY, is_crisis
 from dialogue.state import EmotionTurn, PerceptionSummary
 
 
@@ -46,7 +40,9 @@ POLICIES: dict[str, Policy] = {}
 
 
 def register_policy(policy: Policy) -> None:
-    """Add or replace a policy in the registry."""
+    """Add or replace a policy in the registry. The ``safety`` policy cannot be replaced."""
+    if policy.name == SAFETY_POLICY and SAFETY_POLICY in POLICIES:
+        raise ValueError("the safety policy is fixed and cannot be replaced")
     POLICIES[policy.name] = policy
 
 
@@ -54,7 +50,7 @@ for _policy in (
     Policy(
         name="de_escalate",
         instruction=(
-            "The user is upset or agitated. Stay calm and steady. Acknowledge their frustration without "
+            "The user is upset or agitated. Stay calm and steady. Acknowledge how they feel without "
             "blaming anyone, and suggest one small, concrete next step. Do not argue."
         ),
         max_sentences=2,
@@ -82,6 +78,14 @@ for _policy in (
         max_sentences=2,
         max_new_tokens=50,
         prosody=Prosody(length_scale=0.95, noise_scale=0.7, noise_w=0.85, volume=1.0),
+        follow_up=True,
+    ),
+    Policy(
+        name=SAFETY_POLICY,
+        instruction="(not generated: the fixed text in dialogue.safety.SAFETY_REPLY is said)",
+        max_sentences=6,
+        max_new_tokens=0,
+        prosody=SAFETY_PROSODY,
         follow_up=True,
     ),
     Policy(
@@ -114,10 +118,52 @@ def _recent(history: Sequence[EmotionTurn]) -> list[EmotionTurn]:
     return measured[-WINDOW:]
 
 
-def choose_policy(perception: PerceptionSummary | None, history: Sequence[EmotionTurn]) -> str:
-    """Pick a policy name from the current perception and the earlier turns (current turn excluded).
+RuleTest = Callable[[PerceptionSummary | None, Sequence[EmotionTurn]], bool]
+BUILTIN_PRIORITY = 100
+"""Extension rules with a priority at or above this run before the built-in rules; lower ones only when the
+built-in rules would answer ``neutral``. Nothing runs before the safety check."""
 
-    Rules, first match wins:
+
+@dataclass(frozen=True)
+class Rule:
+    """Select ``policy`` when ``when(perception, earlier_turns)`` is true. Rules are pure functions."""
+
+    policy: str
+    when: RuleTest
+    priority: int = BUILTIN_PRIORITY
+    """Higher runs first; see :data:`BUILTIN_PRIORITY`."""
+
+
+def choose_policy(
+    perception: PerceptionSummary | None,
+    history: Sequence[EmotionTurn],
+    text: str = "",
+    rules: Sequence[Rule] = (),
+) -> str:
+    """Pick a policy name from what was said (only for the safety check), the current perception and the
+    earlier turns (current turn excluded), with optional extension ``rules``.
+
+    Order: crisis language in ``text`` → ``safety`` (always first); extension rules with priority >=
+    :data:`BUILTIN_PRIORITY`, highest first; the built-in rules; if those give ``neutral``, the remaining
+    extension rules. The user's words never select any other policy.
+    """
+    if text and is_crisis(text):
+        return SAFETY_POLICY
+    ordered = sorted(rules, key=lambda rule: -rule.priority)
+    for rule in ordered:
+        if rule.priority >= BUILTIN_PRIORITY and rule.policy in POLICIES and rule.when(perception, history):
+            return rule.policy
+    name = builtin_policy(perception, history)
+    if name != DEFAULT_POLICY:
+        return name
+    for rule in ordered:
+        if rule.priority < BUILTIN_PRIORITY and rule.policy in POLICIES and rule.when(perception, history):
+            return rule.policy
+    return name
+
+
+def builtin_policy(perception: PerceptionSummary | None, history: Sequence[EmotionTurn]) -> str:
+    """The built-in emotional rules, first match wins:
 
     1. de_escalate: a confident angry/disgust label with arousal >= 0 (or any turn with valence <= -0.25
        and arousal >= 0.4); or the last two earlier turns and this one all negative while arousal is not

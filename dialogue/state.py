@@ -98,3 +98,7 @@ class State(InputState):
     """One entry per user turn, in order; see :func:`merge_turns`."""
     policy: str = ""
     """The policy chosen for the current turn (overwritten each turn)."""
+    summary: str = ""
+    """Running summary of the turns older than the LLM's window (see :mod:`dialogue.memory`)."""
+    summary_turns: int = 0
+    """How many of the earliest turns :attr:`summary` covers."""

@@ -57,10 +57,15 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True)
 class SessionStart:
-    """``session.start``: ``session_id`` resumes a conversation's history; audio at ``sample_rate``."""
+    """``session.start``: ``session_id`` resumes a conversation's history; audio at ``sample_rate``.
+
+    ``consent``: true lets the session's turns go to the research trajectory log, false logs nothing there;
+    ``None`` (field absent) means the server's default (``EMO_TRAJECTORY__CONSENT_DEFAULT``).
+    """
 
     session_id: str | None = None
     sample_rate: int = DEFAULT_SAMPLE_RATE
+    consent: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,10 @@ def _parse_session_start(obj: dict[str, Any]) -> SessionStart:
             ErrorCode.BAD_SAMPLE_RATE,
             f"sample_rate {rate} outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz",
         )
-    return SessionStart(session_id=session_id, sample_rate=rate)
+    consent = obj.get("consent")
+    if consent is not None and not isinstance(consent, bool):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "consent must be true or false")
+    return SessionStart(session_id=session_id, sample_rate=rate, consent=consent)
 
 
 def _parse_input_text(obj: dict[str, Any], max_text_chars: int) -> InputText:
@@ -179,13 +187,19 @@ def encode(event: dict[str, Any]) -> str:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
-def session_started_event(session_id: str, resumed: bool, output_sample_rate: int) -> dict[str, Any]:
-    return {
+def session_started_event(
+    session_id: str, resumed: bool, output_sample_rate: int, consent: bool | None = None
+) -> dict[str, Any]:
+    """``session.started``; ``consent`` (the trajectory-log consent in effect) is echoed when given."""
+    event: dict[str, Any] = {
         "type": "session.started",
         "session_id": session_id,
         "resumed": resumed,
         "output_sample_rate": output_sample_rate,
     }
+    if consent is not None:
+        event["consent"] = consent
+    return event
 
 
 def speech_started_event() -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The voice server: the web page, static files, a health check and the ``/ws`` websocket on one port.
 
 ``GET /`` serves ``voice/web/index.html``, ``GET /<file>`` the other files under ``voice/web/``, ``GET
-/health`` answers ``200 ok``, ``/ws`` upgrades to the voice protocol (:mod:`voice.protocol`), one
+/health`` answers ``200 ok``, ``GET /sessions/{id}/trajectory`` returns the session's trajectory log as JSON
+(``{"session_id", "schema_version", "turns": [export rows]}``; 404 when nothing was logged, e.g. a session
+without consent), ``/ws`` upgrades to the voice protocol (:mod:`voice.protocol`), one
 :class:`~voice.session.Session` per connection; anything else is 404. All of it is answered in
 ``process_request``, before any websocket handshake. SIGTERM and SIGINT close the server (open sessions get
 a 1001 close) and ``serve`` returns once everything has closed.
@@ -12,10 +14,13 @@ a 1001 close) and ``serve`` returns once everything has closed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import ServerConnection
@@ -23,16 +28,19 @@ from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from voice.protocol import MAX_SESSION_ID_CHARS
 from voice.session import Session
 from voice.vad import SileroVAD
 
 if TYPE_CHECKING:
+    from agent.trajectory import TrajectoryLog
     from agent.wiring import Services
 
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 WS_PATH = "/ws"
+TRAJECTORY_PATH_RE = re.compile(rf"^/sessions/([A-Za-z0-9_.:\-]{{1,{MAX_SESSION_ID_CHARS}}})/trajectory$")
 CONTENT_TYPES: dict[str, str] = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -46,17 +54,24 @@ CONTENT_TYPES: dict[str, str] = {
 
 
 def _file_response(path: Path) -> Response:
-    body = path.read_bytes()
+    return _response(200, path.read_bytes(), CONTENT_TYPES.get(path.suffix, "application/octet-stream"))
+
+
+def _json_response(status: int, payload: dict[str, Any]) -> Response:
+    return _response(status, json.dumps(payload, ensure_ascii=False).encode(), "application/json")
+
+
+def _response(status: int, body: bytes, content_type: str) -> Response:
     headers = Headers(
         [
-            ("Content-Type", CONTENT_TYPES.get(path.suffix, "application/octet-stream")),
+            ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-cache"),
             ("X-Content-Type-Options", "nosniff"),
             ("Connection", "close"),
         ]
     )
-    return Response(200, "OK", headers, body)
+    return Response(status, "OK" if status == 200 else "Not Found", headers, body)
 
 
 def static_file(url_path: str, web_dir: Path = WEB_DIR) -> Path | None:
@@ -79,6 +94,36 @@ def process_request(connection: ServerConnection, request: Request) -> Response 
     if file is not None:
         return _file_response(file)
     return connection.respond(404, "not found\n")
+
+
+async def trajectory_response(trajectory: TrajectoryLog, session_id: str) -> Response:
+    """The ``/sessions/{id}/trajectory`` answer: every logged turn as an export row, in time order."""
+    from agent.trajectory import SCHEMA_VERSION
+
+    records = await trajectory.read(session_id)
+    if not records:
+        missing = {"error": "no trajectory logged for this session", "session_id": session_id}
+        return _json_response(404, missing)
+    rows = [r.row() for r in records]
+    return _json_response(200, {"session_id": session_id, "schema_version": SCHEMA_VERSION, "turns": rows})
+
+
+def request_handler(
+    trajectory: TrajectoryLog | None,
+) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
+    """:func:`process_request` plus ``GET /sessions/{id}/trajectory`` read from ``trajectory``."""
+
+    async def handle(connection: ServerConnection, request: Request) -> Response | None:
+        match = TRAJECTORY_PATH_RE.match(urlsplit(request.path).path)
+        if match is None or trajectory is None:
+            return process_request(connection, request)
+        try:
+            return await trajectory_response(trajectory, match.group(1))
+        except Exception:  # Redis gone: say so, do not drop the connection with a traceback
+            log.exception("reading the trajectory of %s failed", match.group(1))
+            return connection.respond(503, "trajectory log unavailable\n")
+
+    return handle
 
 
 async def serve(
@@ -108,7 +153,8 @@ async def serve(
     # Frames over max_message_bytes get an error event; only frames beyond this hard limit close the
     # connection (code 1009), since the library must buffer a frame before anyone can look at it.
     hard_limit = max(4 * settings.max_message_bytes, 1 << 16)
-    async with ws_serve(handler, host, port, process_request=process_request, max_size=hard_limit) as server:
+    on_request = request_handler(getattr(services, "trajectory", None))
+    async with ws_serve(handler, host, port, process_request=on_request, max_size=hard_limit) as server:
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         if handle_signals:

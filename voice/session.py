@@ -22,6 +22,11 @@ After every turn that reached the reply, two :class:`~agent.trajectory.TurnRecor
 user's (perception fields) and the assistant's (policy, text heard, interrupted, ``latency_ms`` per stage,
 measured from the moment the turn ended: ``perception``, ``llm_first_token``, ``first_sentence``,
 ``first_audio_byte``, ``reply_text``, ``total``, plus the dialogue's own timings as ``dialogue_*``).
+Times: the user's record spans the speech (its end is when the turn's last audio arrived, its start that minus
+the turn's audio length); the assistant's spans the playback (first audio frame to the end of playback or the
+interruption), or the streamed text when there is no TTS. A session whose ``consent`` (``session.start``, or
+the log's ``consent_default``) is false writes no record at all; with the log's ``keep_audio`` on, the user
+turn's 16 kHz audio is stored as WAV and referenced by ``audio_ref``.
 
 Every bad input becomes an ``error`` event and the connection stays open; a failing turn (unusable audio,
 a model error) becomes an ``error`` event too.
@@ -31,10 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import io
 import logging
 import threading
 import time
 import uuid
+import wave
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -90,7 +97,12 @@ class DialogueLike(Protocol):
 
 
 class TrajectoryLike(Protocol):
+    """What a session needs from :class:`agent.trajectory.TrajectoryLog` (the attributes
+    ``consent_default``, ``keep_audio`` and ``dialogue_model`` are read when present)."""
+
     async def append(self, record: TurnRecord) -> Any: ...
+
+    async def store_audio(self, session_id: str, turn_id: str, wav: bytes) -> str: ...
 
 
 class ServicesLike(Protocol):
@@ -114,6 +126,7 @@ class _Reply:
     """The reply part of a turn, as far as it got. Read by the session when it interrupts the turn."""
 
     t_start_wall: float
+    first_output_wall: float | None = None  # epoch time of the first audio frame (or text, without TTS)
     policy: str = ""
     prosody: Prosody | None = None
     text: str = ""  # streamed text so far (assistant.delta)
@@ -162,6 +175,7 @@ class _Turn:
     reply: _Reply | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
+    finished: bool = False  # assistant.done sent; only the trajectory record may still be being written
 
     def mark(self, stage: str) -> None:
         """Record the latency of ``stage`` (ms since the turn ended), first occurrence only."""
@@ -194,6 +208,7 @@ class Session:
         self._outbound: asyncio.Queue[Any] = asyncio.Queue()
         self._dropped_turns: set[str] = set()
         self.session_id: str | None = None
+        self.consent = True  # trajectory-log consent in effect, set by session.start
         self._baseline: SpeakerBaseline | None = None
         self._perceive_lock = threading.Lock()
         self._resampler: StreamingResampler | None = None
@@ -309,13 +324,20 @@ class Session:
             self._log.exception("session start failed")
             raise ProtocolError(ErrorCode.SESSION_FAILED, f"{type(exc).__name__}: {exc}") from exc
         self.session_id = session_id
+        self.consent = msg.consent if msg.consent is not None else _consent_default(self._trajectory)
         self._baseline = baseline
         self._resampler = StreamingResampler(msg.sample_rate, SAMPLE_RATE)
         turn_settings = TurnSettings.from_voice_settings(self._settings)
         self._detector = TurnDetector(self._vad.new_stream(), turn_settings)
         self._log = logging.LoggerAdapter(log, {"session_id": session_id})
-        self._log.info("session %s started (resumed=%s, input %d Hz)", session_id, resumed, msg.sample_rate)
-        self._send(proto.session_started_event(session_id, resumed, self.output_sample_rate))
+        self._log.info(
+            "session %s started (resumed=%s, input %d Hz, consent=%s)",
+            session_id,
+            resumed,
+            msg.sample_rate,
+            self.consent,
+        )
+        self._send(proto.session_started_event(session_id, resumed, self.output_sample_rate, self.consent))
 
     async def _on_audio(self, data: bytes) -> None:
         if self._detector is None or self._resampler is None:
@@ -377,8 +399,10 @@ class Session:
             elif isinstance(event, TurnEnded):
                 if event.reason != "flush":
                     self._vad_turn_since_flush = True
-                t_start = self._wall_time(event.t_start)
-                t_end = max(t_start, self._wall_time(event.t_end))
+                # The speech window: ends when its last audio arrived, lasts as long as its audio (also
+                # right when a client streams a file faster than real time).
+                t_end = self._wall_time(event.t_end)
+                t_start = t_end - (event.t_end - event.t_start)
                 turn = _Turn(_new_turn_id(), t_start, t_end, time.monotonic(), audio=event.audio)
                 self._log.info("turn %s ended (%s, %.2f s)", turn.turn_id, event.reason, event.duration_s)
                 await self._start_turn(turn)
@@ -396,6 +420,9 @@ class Session:
         ``assistant.interrupted`` (when ``notify``), tell the dialogue engine and log the turn."""
         turn, self._turn = self._turn, None
         if turn is None or turn.task is None or turn.task.done():
+            return
+        if turn.finished:  # nothing left to interrupt: let its record be written once, as not interrupted
+            await asyncio.wait([turn.task])
             return
         now = time.monotonic()
         self._dropped_turns.add(turn.turn_id)
@@ -459,10 +486,12 @@ class Session:
         # Let the client finish playing what was sent before declaring the reply done.
         await asyncio.sleep(max(0.0, reply.audio_sent_s - reply.position(time.monotonic())))
         turn.mark("total")
+        turn.finished = True
+        # Recorded before ``assistant.done``: a client that leaves right after it loses nothing.
+        await self._record(turn, reply.final_text or reply.text, interrupted=False)
         self._send(proto.assistant_done_event(turn.turn_id))
         if self._detector is not None and self._turn is turn:
             self._detector.assistant_speaking = False
-        await self._record(turn, reply.final_text or reply.text, interrupted=False)
 
     async def _generate(
         self, turn: _Turn, perception: Perception, sentences: asyncio.Queue[str | None]
@@ -482,6 +511,8 @@ class Session:
                     if not event.text:
                         continue
                     turn.mark("llm_first_token")
+                    if self._tts is None and reply.first_output_wall is None:
+                        reply.first_output_wall = time.time()
                     reply.text += event.text
                     self._send(proto.assistant_delta_event(turn.turn_id, event.text))
                     for sentence in splitter.push(event.text):
@@ -532,12 +563,14 @@ class Session:
                 if ahead > self._playback_lead_s:
                     await asyncio.sleep(ahead - self._playback_lead_s)
                 turn.mark("first_audio_byte")
+                if reply.first_output_wall is None:
+                    reply.first_output_wall = time.time()
                 self._send_audio(frame, turn.turn_id)
                 reply.audio_sent_s += len(frame) / 2 / rate
 
     async def _record(self, turn: _Turn, heard: str, *, interrupted: bool) -> None:
         """Append the user's and the assistant's :class:`TurnRecord`; failures are logged, not raised."""
-        if self._trajectory is None or self.session_id is None or turn.perception is None:
+        if self._trajectory is None or self.session_id is None or turn.perception is None or not self.consent:
             return
         p = turn.perception
         reply = turn.reply
@@ -557,22 +590,42 @@ class Session:
             model=p.model,
             latency_ms={f"perception_{k}": float(v) for k, v in p.timings_ms.items()},
         )
+        started = (reply.first_output_wall or reply.t_start_wall) if reply else turn.t_end_wall
         assistant = TurnRecord(
             session_id=self.session_id,
             turn_id=turn.turn_id,
             speaker="assistant",
-            t_start=reply.t_start_wall if reply else turn.t_end_wall,
-            t_end=time.time(),
+            t_start=started,
+            t_end=max(started, time.time()),
             transcript=heard,
             policy=reply.policy if reply else None,
+            model=getattr(self._trajectory, "dialogue_model", None),
             interrupted=interrupted,
             latency_ms=dict(turn.latency_ms),
         )
         try:
+            if turn.audio is not None and getattr(self._trajectory, "keep_audio", False):
+                wav = _wav_bytes(turn.audio)
+                user.audio_ref = await self._trajectory.store_audio(self.session_id, turn.turn_id, wav)
             await self._trajectory.append(user)
             await self._trajectory.append(assistant)
         except Exception:
             self._log.exception("could not append turn %s to the trajectory log", turn.turn_id)
+
+
+def _consent_default(trajectory: TrajectoryLike | None) -> bool:
+    return bool(getattr(trajectory, "consent_default", True))
+
+
+def _wav_bytes(audio: np.ndarray) -> bytes:
+    """16 kHz mono float32 → a 16-bit PCM WAV file's bytes."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(proto.float32_to_pcm16(audio))
+    return buf.getvalue()
 
 
 def _synthesize_all(tts: TTS, text: str, prosody: Prosody | None) -> bytes:

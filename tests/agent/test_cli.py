@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.trajectory import TrajectoryLog, TurnRecord
+from agent.trajectory import TrajectoryLog, TurnRecord, audio_key, stream_key
 from perception.types import Perception
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,3 +159,46 @@ def test_export_round_trip(redis_url: str, tmp_path: Path) -> None:
 
     missing = run("export", "--session", "no-such-session-xyz", env=env)
     assert missing.returncode == 2 and "no session" in missing.stderr
+
+    async def clean() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        await client.delete(stream_key(session))
+        await client.aclose()
+
+    asyncio.run(clean())
+
+
+@pytest.mark.integration
+def test_export_audio_dir_and_ttl(redis_url: str, tmp_path: Path) -> None:
+    import redis.asyncio as aioredis
+    import soundfile as sf
+
+    session = f"test-audio-{uuid.uuid4().hex[:8]}"
+    wav = tmp_path / "in.wav"
+    sf.write(wav, [0.1, -0.1] * 800, 16000, subtype="PCM_16")
+    user = TurnRecord(session_id=session, turn_id="t1", speaker="user", t_start=1.0, t_end=1.1, label="sad")
+
+    async def write() -> tuple[int, int]:
+        client = aioredis.Redis.from_url(redis_url)
+        log = TrajectoryLog(client, ttl_s=120)
+        user.audio_ref = await log.store_audio(session, "t1", wav.read_bytes())
+        await log.append(user)
+        ttls = (await client.ttl(stream_key(session)), await client.ttl(user.audio_ref))
+        await client.aclose()
+        return ttls
+
+    async def clean() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        await client.delete(stream_key(session), audio_key(session, "t1"))
+        await client.aclose()
+
+    try:
+        assert all(0 < ttl <= 120 for ttl in asyncio.run(write()))
+        out = tmp_path / "wavs"
+        env = {"EMO_REDIS_URL": redis_url}
+        result = run("export", "--session", session, "--audio-dir", str(out), env=env)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["audio_ref"] == audio_key(session, "t1")
+        assert (out / f"{session}_t1.wav").read_bytes() == wav.read_bytes()
+    finally:
+        asyncio.run(clean())

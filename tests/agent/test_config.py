@@ -31,3 +31,17 @@ def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMO_DIALOGUE__LLM_BACKEND", "telepathy")
     with pytest.raises(ValueError):
         Settings(_env_file=None)
+
+
+def test_trajectory_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(__import__("os").environ):
+        if key.startswith("EMO_"):
+            monkeypatch.delenv(key)
+    s = Settings(_env_file=None)
+    assert (s.trajectory.consent_default, s.trajectory.keep_audio) == (True, False)
+    assert s.trajectory.ttl_s > 0
+    monkeypatch.setenv("EMO_TRAJECTORY__CONSENT_DEFAULT", "false")
+    monkeypatch.setenv("EMO_TRAJECTORY__TTL_S", "3600")
+    monkeypatch.setenv("EMO_TRAJECTORY__KEEP_AUDIO", "true")
+    s = Settings(_env_file=None)
+    assert (s.trajectory.consent_default, s.trajectory.ttl_s, s.trajectory.keep_audio) == (False, 3600, True)

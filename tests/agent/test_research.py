@@ -84,6 +84,9 @@ def test_emotionml_has_one_emotion_per_user_turn() -> None:
     dims = {d.get("name"): float(d.get("value")) for d in first.findall(f"{{{NS}}}dimension")}
     assert dims == {"valence": pytest.approx(0.25), "arousal": pytest.approx(0.7)}
     assert first.get("start") == "100000"
+    policies = [e.find(f"{{{NS}}}info/{{{NS}}}policy") for e in emotions]
+    assert [p.text for p in policies] == ["empathize"] * 3
+    assert [p.get("interrupted") for p in policies] == [None, None, "true"]
 
 
 def test_jsonl_csv_parquet_round_trip(tmp_path: Path) -> None:
@@ -122,8 +125,17 @@ def test_example_analysis_runs_on_an_export(tmp_path: Path) -> None:
     write_export(session(4), "parquet", tmp_path / "t.parquet")
     repo = Path(__file__).resolve().parents[2]
     result = subprocess.run(
-        [sys.executable, str(repo / "examples" / "analyze_trajectories.py"), str(tmp_path / "t.parquet"),
-         "--plot", str(tmp_path / "effect.png")], capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            str(repo / "examples" / "analyze_trajectories.py"),
+            str(tmp_path / "t.parquet"),
+            "--plot",
+            str(tmp_path / "effect.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "1 sessions, 4 user turns, 4 replies" in result.stdout
     assert "interrupted replies: 1 of 4" in result.stdout

@@ -59,11 +59,24 @@ async def test_typed_turn_shows_perception_and_reply(voice_server: SimpleNamespa
     assert "hear you" in await card.locator('[data-field="reply"]').inner_text()
     assert await card.locator(".scores li").count() >= 2
     assert await card.locator(".evidence li").count() == 1
-    # Reloading resumes the stored session.
+    # The live trajectory panel: one point per turn, coloured by label, with the reply's policy.
+    points = page.locator("#trajectory-chart g.turn-point")
+    assert await points.count() == 1
+    assert await page.get_attribute("#consent", "data-consent") == "true"
+    await page.fill("#text-input", "Still no keys")
+    await page.click("#send-button")
+    await page.locator('#turns li.turn[data-state="done"]').nth(1).wait_for(timeout=15_000)
+    assert await points.count() == 2
+    await page.wait_for_selector('#trajectory-chart g.turn-point:nth-of-type(2)[data-policy="validate"]')
+    assert await points.nth(1).get_attribute("data-label") == "neutral"
+    assert "Turn 2: neutral" in await page.inner_text("#trajectory-summary")
+    assert "Turn 2" in await points.nth(1).locator("title").text_content()
+    # Reloading resumes the stored session; the panel refills from /sessions/{id}/trajectory.
     await page.reload()
     await page.wait_for_selector('#connection[data-connection="open"]', timeout=10_000)
     assert await page.get_attribute("#session-id", "data-session-id") == session_id
     assert "resumed" in await page.inner_text("#connection")
+    await page.wait_for_selector('#trajectory-chart[data-turns="2"]', timeout=10_000)
     await page.click("#new-session-button")
     await page.wait_for_function(
         "old => (document.querySelector('#session-id').dataset.sessionId || old) !== old",
@@ -71,6 +84,7 @@ async def test_typed_turn_shows_perception_and_reply(voice_server: SimpleNamespa
         timeout=10_000,
     )
     assert await page.locator("#turns li.turn").count() == 0
+    assert await points.count() == 0
     assert not errors
 
 
@@ -97,5 +111,9 @@ async def test_microphone_turn(voice_server: SimpleNamespace, browser_factory, s
     assert transcript.endswith("seconds of speech")
     seconds = float(transcript.split()[0])
     assert 1.0 < seconds < 4.0  # one sentence, cut by the VAD
+    assert (
+        await page.locator("#trajectory-chart g.turn-point").count()
+        == await page.locator("#turns li.turn").count()
+    )
     await page.click("#start")
     assert not errors

@@ -133,10 +133,22 @@ class FakeTTS(TTS):
 @dataclass
 class FakeTrajectory:
     records: list[TurnRecord] = field(default_factory=list)
+    audio: dict[str, bytes] = field(default_factory=dict)
+    consent_default: bool = True
+    keep_audio: bool = False
+    dialogue_model: str | None = "fake-llm@1"
 
     async def append(self, record: TurnRecord) -> str:
         self.records.append(record)
         return str(len(self.records))
+
+    async def store_audio(self, session_id: str, turn_id: str, wav: bytes) -> str:
+        key = f"audio:{session_id}:{turn_id}"
+        self.audio[key] = wav
+        return key
+
+    async def read(self, session_id: str) -> list[TurnRecord]:
+        return [r for r in self.records if r.session_id == session_id]
 
 
 def make_services(**voice: Any) -> SimpleNamespace:

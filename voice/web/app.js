@@ -2,8 +2,10 @@
 // Protocol: docs/voice.md. Element ids and data-* attributes are stable (tests wait on them):
 //   #turns > li.turn[data-turn-id][data-state="perceived|replying|done|interrupted"]
 //   #start (microphone on/off, data-state), #session-id[data-session-id], #connection[data-connection], #vad[data-vad], #errors > li[data-code]
+//   #consent[data-consent="true|false"], #trajectory-chart[data-turns] > g.turn-point[data-turn-id] (trajectory.js)
 
 import { CAPTURE_RATE, Microphone, Player } from "./audio.js";
+import { TrajectoryPanel } from "./trajectory.js";
 
 const SESSION_KEY = "emo-agent.session-id";
 const $ = (id) => document.getElementById(id);
@@ -11,8 +13,9 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   mic: $("start"), flush: $("flush-button"), vad: $("vad"), form: $("text-form"), input: $("text-input"),
   sessionId: $("session-id"), connection: $("connection"), newSession: $("new-session-button"),
-  errors: $("errors"), turns: $("turns"), template: $("turn-template"),
+  errors: $("errors"), turns: $("turns"), template: $("turn-template"), consent: $("consent"),
 };
+const trajectory = new TrajectoryPanel($("trajectory-chart"), $("trajectory-summary"));
 
 let ws = null;
 let context = null;
@@ -79,6 +82,8 @@ function onEvent(ev) {
       ui.sessionId.dataset.sessionId = ev.session_id;
       setConnection("open", ev.resumed ? "Connected (resumed)" : "Connected");
       outputRate = ev.output_sample_rate;
+      showConsent(ev.consent);
+      if (ev.resumed && ev.consent !== false) loadHistory(ev.session_id);
       while (pending.length) ws.send(pending.shift());
       break;
     case "speech.started":
@@ -92,6 +97,7 @@ function onEvent(ev) {
       break;
     case "user.perception":
       currentTurn = addTurn(ev);
+      trajectory.addPerception(ev);
       stats.turns += 1;
       acceptAudio = true;
       break;
@@ -111,6 +117,7 @@ function onEvent(ev) {
         field(card, "reply").textContent = ev.text;
         field(card, "policy").textContent = ev.policy;
       }
+      trajectory.setPolicy(ev.turn_id, ev.policy);
       break;
     }
     case "assistant.done": {
@@ -123,6 +130,7 @@ function onEvent(ev) {
     }
     case "assistant.interrupted": {
       stats.interruptions += 1;
+      trajectory.setPolicy(ev.turn_id, "", true);
       if (player) player.stop();
       acceptAudio = false;
       const card = turnCard(ev.turn_id);
@@ -140,6 +148,23 @@ function onEvent(ev) {
       break;
     default:
       break;
+  }
+}
+
+function showConsent(consent) {
+  ui.consent.dataset.consent = consent === undefined ? "" : String(consent);
+  ui.consent.textContent = consent === false ? "Research log: off" : consent ? "Research log: on" : "Research log: —";
+}
+
+// Earlier turns of a resumed session, from the server's trajectory log (404 when nothing was logged).
+async function loadHistory(sessionId) {
+  try {
+    const response = await fetch(new URL(`sessions/${encodeURIComponent(sessionId)}/trajectory`, location.href));
+    if (!response.ok) return;
+    const body = await response.json();
+    if (ui.sessionId.dataset.sessionId === sessionId) trajectory.loadHistory(body.turns || []);
+  } catch (err) {
+    console.debug("no trajectory history", err);
   }
 }
 
@@ -263,6 +288,7 @@ ui.newSession.addEventListener("click", () => {
   stopMic();
   if (player) player.stop();
   ui.turns.replaceChildren();
+  trajectory.reset();
   if (ws) { ws.onclose = null; ws.close(); }
   started = false;
   connect();

@@ -1,0 +1,172 @@
+"""Prompts, targets and batches for the dual-encoder AudioLLM.
+
+Owns :class:`DualEncoderProcessor`: it adds the audio placeholder to the tokenizer (recording its id in
+the config), builds chat prompts holding exactly the number of placeholders
+:func:`~perception.audiollm.configuration.audio_token_counts` gives, masks labels (-100 on the prompt and
+audio positions) and pads batches (right for training, left for generation).
+
+Tasks and their targets:
+
+* ``"asr"``: the transcript.
+* ``"emotion"``: the label.
+* ``"emotion_reasoning"``: label + evidence + reasoning in the format of
+  :mod:`perception.audiollm.parsing`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from perception.audiollm.configuration import DualEncoderConfig, audio_token_counts
+from perception.audiollm.modeling import IGNORE_INDEX
+
+Task = Literal["asr", "emotion", "emotion_reasoning"]
+TASKS: tuple[Task, ...] = ("asr", "emotion", "emotion_reasoning")
+SYSTEM_PROMPT = "You listen to speech and describe what was said and how the speaker feels."
+
+
+def task_instruction(task: Task, labels: list[str]) -> str:
+    choices = ", ".join(labels)
+    if task == "asr":
+        return "Transcribe the speech exactly."
+    if task == "emotion":
+        return f"Which emotion does the speaker express? Answer with one word: {choices}."
+    if task == "emotion_reasoning":
+        return (
+            f"Which emotion does the speaker express ({choices})? Answer with lines 'label:', then the "
+            "evidence ('cue:' measured voice cues, 'quote:' words), then 'reasoning:'."
+        )
+    raise ValueError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
+
+
+@dataclass
+class EncodedExample:
+    """One example as token ids and audio features. ``labels`` is None for prompts (inference)."""
+
+    input_ids: list[int]
+    labels: list[int] | None
+    semantic_features: np.ndarray  # whisper-ct2: (T, C) states; whisper-hf: (n_mels, T) log-mel
+    paralinguistic_features: np.ndarray  # mel-cnn: (n_mels, T) log-mel; hf: (samples,)
+    emotion_label: int = IGNORE_INDEX
+
+
+class DualEncoderProcessor:
+    """Tokenizer + config -> model inputs. Mutates ``config.audio_token_id`` to the placeholder's id."""
+
+    def __init__(self, config: DualEncoderConfig, tokenizer: Any) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        if config.audio_token not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [config.audio_token]})
+        token_id = int(tokenizer.convert_tokens_to_ids(config.audio_token))
+        if config.audio_token_id is not None and config.audio_token_id != token_id:
+            raise ValueError(
+                f"tokenizer gives {config.audio_token!r} id {token_id}, "
+                f"the config recorded {config.audio_token_id}"
+            )
+        config.audio_token_id = token_id
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        unk = getattr(tokenizer, "unk_token_id", None)
+        self.end_id: int = int(end) if isinstance(end, int) and end != unk else int(tokenizer.eos_token_id)
+        self.pad_id: int = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_id)
+
+    # -- prompts --------------------------------------------------------------------------------------
+    def _render(self, instruction: str) -> tuple[str, str]:
+        """Chat text before and after the audio block (the model's generation prompt included)."""
+        marker = "\x00AUDIO\x00"
+        user = f"{marker}\n{instruction}"
+        if getattr(self.tokenizer, "chat_template", None):
+            messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            text = f"System: {SYSTEM_PROMPT}\nUser: {user}\nAssistant:"
+        before, after = text.split(marker)
+        return before, after
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_ids(self, task: Task, n_audio_tokens: int) -> list[int]:
+        before, after = self._render(task_instruction(task, self.config.labels))
+        return self._ids(before) + [int(self.config.audio_token_id)] * n_audio_tokens + self._ids(after)  # type: ignore[arg-type]
+
+    def target_ids(self, target: str) -> list[int]:
+        return self._ids(target.strip()) + [self.end_id]
+
+    def label_token_ids(self) -> list[list[int]]:
+        """Token ids of each label as the ``emotion`` task's answer (used by label-likelihood scoring)."""
+        return [self.target_ids(label)[:-1] for label in self.config.labels]
+
+    def encode(
+        self,
+        task: Task,
+        semantic_features: np.ndarray,
+        paralinguistic_features: np.ndarray,
+        target: str | None = None,
+        emotion: str | None = None,
+    ) -> EncodedExample:
+        """A prompt with the right number of placeholders; with ``target``, its ids and masked labels."""
+        n_sem, n_para = audio_token_counts(
+            self.config,
+            int(semantic_features.shape[0 if self.config.semantic.kind == "whisper-ct2" else -1]),
+            int(paralinguistic_features.shape[-1]),
+        )
+        prompt = self.prompt_ids(task, n_sem + n_para)
+        labels = None
+        if target is not None:
+            answer = self.target_ids(target)
+            labels = [IGNORE_INDEX] * len(prompt) + answer
+            prompt = prompt + answer
+        emotion_index = self.config.labels.index(emotion) if emotion in self.config.labels else IGNORE_INDEX
+        return EncodedExample(prompt, labels, semantic_features, paralinguistic_features, emotion_index)
+
+    # -- batches --------------------------------------------------------------------------------------
+    def collate(
+        self, examples: list[EncodedExample], padding_side: Literal["right", "left"] = "right"
+    ) -> dict[str, torch.Tensor]:
+        """Pad a list of examples into model inputs (feature time axes zero-padded, lengths recorded)."""
+        width = max(len(e.input_ids) for e in examples)
+        ids = torch.full((len(examples), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+        for i, e in enumerate(examples):
+            n = len(e.input_ids)
+            span = slice(width - n, width) if padding_side == "left" else slice(0, n)
+            ids[i, span] = torch.tensor(e.input_ids)
+            mask[i, span] = 1
+            if e.labels is not None:
+                labels[i, span] = torch.tensor(e.labels)
+        time_axis = 0 if self.config.semantic.kind == "whisper-ct2" else -1
+        sem, sem_len = _pad_time([e.semantic_features for e in examples], time_axis)
+        para, para_len = _pad_time([e.paralinguistic_features for e in examples], -1)
+        batch = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "semantic_features": sem,
+            "paralinguistic_features": para,
+            "semantic_lengths": sem_len,
+            "paralinguistic_lengths": para_len,
+            "emotion_labels": torch.tensor([e.emotion_label for e in examples], dtype=torch.long),
+        }
+        if any(e.labels is not None for e in examples):
+            batch["labels"] = labels
+        return batch
+
+    def decode(self, token_ids: torch.Tensor) -> list[str]:
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in token_ids.tolist()]
+
+
+def _pad_time(arrays: list[np.ndarray], axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack arrays whose ``axis`` (time) differs, zero-padding it; returns the batch and the lengths."""
+    lengths = [a.shape[axis] for a in arrays]
+    longest = max(lengths)
+    padded = []
+    for a in arrays:
+        pad = [(0, 0)] * a.ndim
+        pad[axis] = (0, longest - a.shape[axis])
+        padded.append(np.pad(np.asarray(a, dtype=np.float32), pad))
+    return torch.from_numpy(np.stack(padded)), torch.tensor(lengths, dtype=torch.long)

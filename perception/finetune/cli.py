@@ -1,0 +1,168 @@
+"""``emo-agent train``: fine-tune the dual-encoder AudioLLM on emotional speech corpora.
+
+    emo-agent train --data crema-d=../shared/data/crema-d --out runs/default \
+        --schedule alternating --steps 400,400,200 --batch-size 8
+
+Steps: load clips (``--data KIND=PATH``, repeatable; ``--manifest M.csv`` is ``--data manifest=M.csv``),
+cache features (``<cache>/audiollm-features``), write verified reasoning targets with the teacher, then
+train with the schedule. Re-running the same command resumes from the newest checkpoint in ``--out``.
+Also runnable as ``python -m perception.finetune.cli ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from perception.base import PerceptionError
+
+log = logging.getLogger(__name__)
+
+
+def add_train_parser(subparsers) -> argparse.ArgumentParser:  # argparse._SubParsersAction
+    """Register ``train`` on an ``argparse`` subparsers object (``func`` is set to :func:`run`)."""
+    p = subparsers.add_parser("train", help="fine-tune the dual-encoder AudioLLM")
+    p.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="KIND=PATH",
+        help="corpus to train on: manifest|crema-d|ravdess|iemocap|meld=PATH (repeatable)",
+    )
+    p.add_argument("--manifest", action="append", default=[], help="manifest CSV (same as --data manifest=M)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, final model")
+    p.add_argument("--config", default=None, help="DualEncoderConfig JSON (default: the built-in one)")
+    p.add_argument("--schedule", default="alternating", choices=["alternating", "joint"])
+    p.add_argument(
+        "--steps", default="300,300,200", help="steps per phase (speech,emotion,joint); joint uses their sum"
+    )
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--save-every", type=int, default=50)
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="stop (with a checkpoint) after this global step"
+    )
+    p.add_argument("--limit", type=int, default=None, help="first N clips per corpus")
+    p.add_argument("--teacher", default="template", help="template | hf:MODEL | openai:URL[#MODEL]")
+    p.add_argument("--cache-dir", default=None, help="default: EMO_CACHE_DIR (features, converted LM)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in --out")
+    p.add_argument("--prepare-only", action="store_true", help="cache features and targets, do not train")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+    return p
+
+
+def _clips(args: argparse.Namespace):
+    from perception.finetune.datasets import load_corpus
+
+    specs = list(args.data) + [f"manifest={m}" for m in args.manifest]
+    if not specs:
+        raise PerceptionError("nothing to train on: give --data KIND=PATH or --manifest M.csv")
+    clips = []
+    for spec in specs:
+        kind, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise PerceptionError(f"--data wants KIND=PATH, got {spec!r}")
+        try:
+            found, skipped = load_corpus(kind.strip(), Path(path).expanduser())
+        except ValueError as exc:
+            raise PerceptionError(str(exc)) from exc
+        if not found:
+            raise PerceptionError(f"no usable clips in {kind}={path}")
+        if skipped:
+            log.warning("%s: skipped %s", kind, dict(skipped))
+        clips.extend(found[: args.limit] if args.limit else found)
+    return clips
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prepare data and train (or resume). User errors: one line on stderr, exit code 2."""
+    try:
+        return _run(args)
+    except PerceptionError as exc:
+        print(f"emo-agent train: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.config import default_cache_dir
+    from perception.audiollm import DualEncoderConfig, DualEncoderForEmotionReasoning, DualEncoderProcessor
+    from perception.audiollm.modeling import resolve_language_model
+    from perception.finetune.data import BatchSampler, prepare_items
+    from perception.finetune.features import FeatureCache, WhisperFeatureExtractor
+    from perception.finetune.schedule import build_schedule
+    from perception.finetune.supervision import build_teacher
+    from perception.finetune.trainer import TrainConfig, Trainer
+
+    cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
+    out = Path(args.out)
+    saved = out / "config.json"
+    config_path = args.config or (saved if saved.is_file() and not args.no_resume else None)
+    try:
+        config = DualEncoderConfig.load(config_path) if config_path else DualEncoderConfig()
+        steps = [int(s) for s in str(args.steps).split(",") if s.strip()]
+        schedule = build_schedule(args.schedule, steps)
+    except (OSError, ValueError, TypeError) as exc:
+        raise PerceptionError(f"bad configuration: {exc}") from exc
+    clips = _clips(args)
+    cache = FeatureCache(cache_dir, WhisperFeatureExtractor(config, cache_dir))
+    pools, stats = prepare_items(
+        clips, cache, build_teacher(args.teacher), tuple(config.labels), progress=not args.no_progress
+    )
+    print(
+        f"clips {len(clips)}; items "
+        + ", ".join(f"{k} {len(v)}" for k, v in pools.items())
+        + f"; reasoning targets accepted {stats.accepted}, rejected {stats.rejected},"
+        + f" fallback {stats.fallback}",
+        file=sys.stderr,
+    )
+    if args.prepare_only:
+        return 0
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_language_model(config.language_model, cache_dir))
+    processor = DualEncoderProcessor(config, tokenizer)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out)
+    model = DualEncoderForEmotionReasoning.from_config(config, cache_dir)
+    trainer = Trainer(
+        model,
+        BatchSampler(pools, processor, seed=args.seed),
+        TrainConfig(
+            out,
+            schedule,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            grad_accum=args.grad_accum,
+            save_every=args.save_every,
+            seed=args.seed,
+            progress=not args.no_progress,
+        ),
+    )
+    state = trainer.train(max_steps=args.max_steps, resume=not args.no_resume)
+    print(
+        f"step {state.global_step}/{schedule.total_steps}; last loss "
+        f"{state.losses[-1] if state.losses else float('nan'):.4f}; run folder {out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m perception.finetune.cli [train] ARGS``; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["train"]:
+        args_list = args_list[1:]
+    parser = argparse.ArgumentParser(prog="emo-agent")
+    add_train_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["train", *args_list])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Per-clip features for training, computed once and cached under ``<cache_dir>/audiollm-features/``.
+
+For every clip: the semantic input (CTranslate2 Whisper encoder states of the compact pass, ``(T, C)``
+at 50 frames/s; the same pass the run-time perceiver uses), the paralinguistic input (Whisper's 80-bin
+log-mel, ``(80, T)`` at 100 frames/s), the raw acoustic cues (:mod:`perception.acoustics`) and a
+transcript (the corpus's own when it has one, else Whisper's). Entries are ``.npz`` files keyed by the
+clip's path, size and mtime and by the extractor's signature, so changing the encoder never mixes
+features. ``whisper-hf`` / ``hf`` configurations cache log-mel / waveforms instead (their towers run
+inside torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from perception.audiollm.configuration import DualEncoderConfig
+from perception.finetune.datasets import Clip
+
+
+@dataclass
+class ClipFeatures:
+    semantic: np.ndarray  # whisper-ct2: (T, C) states; whisper-hf: (n_mels, T) log-mel
+    paralinguistic: np.ndarray  # mel-cnn: (n_mels, T) log-mel; hf: (samples,) waveform
+    cues: dict[str, float]  # raw cue values (perception.acoustics.CUES), not yet z-scored
+    transcript: str
+
+
+Extractor = Callable[[Clip], ClipFeatures]
+
+
+class WhisperFeatureExtractor:
+    """The default extractor: bundled Whisper (states, mel, ASR) + openSMILE cues."""
+
+    def __init__(self, config: DualEncoderConfig, cache_dir: Path | None = None) -> None:
+        from perception.acoustics import AcousticAnalyzer
+        from perception.asr import WhisperASR
+
+        self.config = config
+        self.asr = WhisperASR(
+            config.semantic.name if config.semantic.kind == "whisper-ct2" else "tiny.en", cache_dir=cache_dir
+        )
+        self.analyzer = AcousticAnalyzer()
+        self.hf_mel = None
+        if config.semantic.kind == "whisper-hf":  # its own mel (large-v3: 128 bins)
+            from transformers import WhisperFeatureExtractor as HFMel
+
+            self.hf_mel = HFMel.from_pretrained(config.semantic.name)
+
+    @property
+    def signature(self) -> str:
+        c = self.config
+        return f"{c.semantic.kind}:{c.semantic.name}|{c.paralinguistic.kind}|compact-v1"
+
+    def __call__(self, clip: Clip) -> ClipFeatures:
+        from perception.audio import load_audio
+
+        audio = load_audio(clip.path)
+        mel = self.asr.mel(audio).astype(np.float32)
+        if self.hf_mel is not None:
+            semantic = self.hf_mel(audio, sampling_rate=16_000, return_tensors="np", padding=False)
+            semantic = semantic["input_features"][0].astype(np.float32)  # (n_mels, T)
+        else:
+            semantic = self.asr.encode_compact(audio, mel)  # (T, C)
+        paralinguistic = mel if self.config.paralinguistic.kind == "mel-cnn" else audio.astype(np.float32)
+        transcript = clip.transcript or self.asr.transcribe(audio)
+        cues = self.analyzer.measure(audio).cues(transcript)
+        return ClipFeatures(semantic, paralinguistic, cues, transcript)
+
+
+class FeatureCache:
+    """``.npz`` per clip under ``root/<signature hash>/``; :meth:`get` computes what is missing."""
+
+    def __init__(self, root: Path, extractor: Extractor, signature: str | None = None) -> None:
+        signature = signature or getattr(extractor, "signature", "custom")
+        self.root = Path(root) / "audiollm-features" / hashlib.sha1(signature.encode()).hexdigest()[:12]
+        self.extractor = extractor
+
+    def key(self, clip: Clip) -> Path:
+        stat = clip.path.stat()
+        raw = f"{clip.path.resolve()}|{stat.st_size}|{int(stat.st_mtime)}|{clip.transcript or ''}"
+        return self.root / f"{hashlib.sha1(raw.encode()).hexdigest()}.npz"
+
+    def get(self, clip: Clip) -> ClipFeatures:
+        path = self.key(clip)
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                return ClipFeatures(
+                    data["semantic"].astype(np.float32),
+                    data["paralinguistic"].astype(np.float32),
+                    meta["cues"],
+                    meta["transcript"],
+                )
+        features = self.extractor(clip)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            semantic=features.semantic.astype(np.float16),  # halves the cache; states are well inside fp16
+            paralinguistic=features.paralinguistic.astype(np.float16),
+            meta=np.array(json.dumps({"cues": features.cues, "transcript": features.transcript})),
+        )
+        tmp.replace(path)
+        return features
+
+    def warm(self, clips: Iterable[Clip], progress: bool = True) -> int:
+        """Compute every missing entry (with a progress bar); returns how many were computed."""
+        clips = list(clips)
+        computed = 0
+        for clip in tqdm(clips, desc="features", unit="clip", disable=not progress):
+            if not self.key(clip).is_file():
+                self.get(clip)
+                computed += 1
+        return computed

@@ -1,0 +1,170 @@
+"""Shapes, the placeholder check, learning, save/load and label scores of the dual-encoder model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from perception.audiollm import DualEncoderConfig, DualEncoderForEmotionReasoning, audio_token_counts
+from tests.audiollm.conftest import fake_features, load_lm
+
+
+def _batch(processor, task="emotion", seconds=(1.0, 1.7), target="angry", padding="right", seed=0):
+    rng = np.random.default_rng(seed)
+    examples = [
+        processor.encode(task, *fake_features(s, rng), target=target, emotion="angry" if target else None)
+        for s in seconds
+    ]
+    return processor.collate(examples, padding)
+
+
+def test_config_json_round_trip(tmp_path, tiny):
+    cfg, _, _ = tiny
+    cfg.save(tmp_path)
+    assert DualEncoderConfig.load(tmp_path) == cfg
+    with pytest.raises(ValueError, match="unknown DualEncoderConfig field"):
+        DualEncoderConfig.from_dict({"nonsense": 1})
+
+
+def test_audio_token_counts_match_projected_frames(tiny):
+    cfg, processor, model = tiny
+    batch = _batch(processor)
+    out = model(**batch)
+    for i, (n_sem_in, n_para_in) in enumerate(
+        zip(batch["semantic_lengths"], batch["paralinguistic_lengths"], strict=True)
+    ):
+        assert tuple(out.audio_token_counts[i].tolist()) == audio_token_counts(
+            cfg, int(n_sem_in), int(n_para_in)
+        )
+    # 1 s: 50 states / 5 = 10 semantic tokens; 100 mel frames -> 25 frames / 5 = 5 paralinguistic tokens
+    assert audio_token_counts(cfg, 50, 100) == (10, 5)
+    b, length = batch["input_ids"].shape
+    assert out.logits.shape == (b, length, model.language_model.get_input_embeddings().weight.shape[0])
+    assert out.aux_logits.shape == (b, len(cfg.labels))
+    assert out.loss is not None and out.loss.ndim == 0
+    logits, loss = out  # nanoGPT-style unpacking
+    assert loss is out.loss
+
+
+def test_placeholder_mismatch_names_both_counts(tiny):
+    cfg, processor, model = tiny
+    batch = _batch(processor)
+    ids = batch["input_ids"].clone()
+    first = int((ids[0] == cfg.audio_token_id).nonzero()[0])
+    ids[0, first] = processor.pad_id  # one placeholder fewer than projected frames
+    expected = int((batch["input_ids"] == cfg.audio_token_id).sum())
+    with pytest.raises(
+        ValueError, match=rf"placeholder tokens \({expected - 1}\).*audio frames \({expected}\)"
+    ):
+        model(
+            ids,
+            batch["attention_mask"],
+            batch["semantic_features"],
+            batch["paralinguistic_features"],
+            semantic_lengths=batch["semantic_lengths"],
+            paralinguistic_lengths=batch["paralinguistic_lengths"],
+        )
+
+
+def test_labels_mask_prompt_and_audio(tiny):
+    cfg, processor, _ = tiny
+    batch = _batch(processor)
+    labels, ids = batch["labels"], batch["input_ids"]
+    assert (labels[ids == cfg.audio_token_id] == -100).all()
+    kept = labels[0][labels[0] != -100].tolist()
+    assert kept == processor.target_ids("angry")
+
+
+def test_loss_falls_on_a_tiny_batch(tiny):
+    _, processor, model = tiny
+    batch = _batch(
+        processor, task="emotion_reasoning", target="label: angry\nreasoning: the speaker sounds angry."
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=2e-2)
+    losses = []
+    for _ in range(12):
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.85 * losses[0], losses  # LoRA-only on a frozen random LM: a clear, not total, fall
+
+
+def test_save_load_round_trip_identical_outputs(tmp_path, tiny, tiny_lm_dir):
+    cfg, processor, model = tiny
+    batch = _batch(processor)
+    with torch.no_grad():  # perturb every trained part so a missed tensor would show
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    model.eval()
+    model.save_pretrained(tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["config.json", "trainable.safetensors"]
+    again = DualEncoderForEmotionReasoning.from_pretrained(tmp_path)  # base LM from config.language_model
+    with torch.no_grad():
+        a, b = model(**batch), again(**batch)
+    assert torch.equal(a.logits, b.logits)
+    assert torch.equal(a.aux_logits, b.aux_logits)
+
+
+def test_label_scores_sum_to_one_and_generate(tiny):
+    cfg, processor, model = tiny
+    model.eval()
+    batch = _batch(processor, target=None, padding="left")
+    args = (
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["semantic_features"],
+        batch["paralinguistic_features"],
+    )
+    lengths = {
+        "semantic_lengths": batch["semantic_lengths"],
+        "paralinguistic_lengths": batch["paralinguistic_lengths"],
+    }
+    for source in ("lm", "aux"):
+        scores = model.label_scores(*args, processor.label_token_ids(), source=source, **lengths)
+        assert scores.shape == (2, len(cfg.labels))
+        assert torch.allclose(scores.sum(dim=1), torch.ones(2), atol=1e-5)
+    new = model.generate(*args, max_new_tokens=4, **lengths)
+    assert new.shape[0] == 2 and new.shape[1] <= 4
+    assert cfg.audio_token_id not in new.tolist()[0]
+
+
+def test_left_padding_gives_the_same_scores_as_alone(tiny):
+    _, processor, model = tiny
+    model.eval()
+    batch = _batch(processor, target=None, padding="left")
+    alone = _batch(processor, target=None, padding="left", seconds=(1.0,))
+
+    def kw(b):
+        return {
+            "semantic_lengths": b["semantic_lengths"],
+            "paralinguistic_lengths": b["paralinguistic_lengths"],
+        }
+
+    both = model.label_scores(
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["semantic_features"],
+        batch["paralinguistic_features"],
+        processor.label_token_ids(),
+        **kw(batch),
+    )
+    one = model.label_scores(
+        alone["input_ids"],
+        alone["attention_mask"],
+        alone["semantic_features"],
+        alone["paralinguistic_features"],
+        processor.label_token_ids(),
+        **kw(alone),
+    )
+    assert torch.allclose(both[0], one[0], atol=1e-4)
+
+
+def test_lm_only_loads_from_a_folder(tiny_lm_dir):
+    lm = load_lm(tiny_lm_dir)
+    assert lm.config.hidden_size == 32

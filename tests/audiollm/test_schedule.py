@@ -1,0 +1,83 @@
+"""The alternating schedule trains exactly the intended parameters in each phase."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from perception.finetune.data import BatchSampler, TrainItem
+from perception.finetune.schedule import (
+    GROUPS,
+    alternating_schedule,
+    apply_phase,
+    build_schedule,
+    joint_schedule,
+)
+from tests.audiollm.conftest import fake_features
+
+PREFIXES = {
+    "semantic": ("semantic_projector.",),
+    "paralinguistic": ("paralinguistic_projector.", "paralinguistic_tower."),
+    "lora": ("language_model.",),  # only lora_ tensors under it may train
+    "aux_head": ("aux_head.",),
+}
+
+
+def _group_of(name: str) -> str | None:
+    if name.startswith("language_model."):
+        return "lora" if "lora_" in name else None
+    return next((g for g, prefixes in PREFIXES.items() if name.startswith(prefixes)), None)
+
+
+def _pools() -> dict[str, list[TrainItem]]:
+    rng = np.random.default_rng(1)
+    items = [fake_features(s, rng) for s in (0.8, 1.2)]
+    return {
+        "asr": [TrainItem("asr", s, p, "kids are talking by the door", "angry") for s, p in items],
+        "emotion": [TrainItem("emotion", s, p, "angry", "angry") for s, p in items],
+        "emotion_reasoning": [
+            TrainItem(
+                "emotion_reasoning", s, p, "label: angry\nreasoning: the speaker sounds angry.", "angry"
+            )
+            for s, p in items
+        ],
+    }
+
+
+def test_each_phase_trains_exactly_its_groups(tiny):
+    _, processor, model = tiny
+    sampler = BatchSampler(_pools(), processor, seed=0)
+    schedule = alternating_schedule(1, 1, 1)
+    for index, phase in enumerate(schedule.phases):
+        params = apply_phase(model, phase)
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        expected = {n for n, _ in model.named_parameters() if _group_of(n) in phase.train}
+        assert trainable == expected, phase.name
+        assert {_group_of(n) for n in trainable} == set(phase.train)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        optimizer = torch.optim.SGD(params, lr=0.5)
+        model.train()
+        _, examples = sampler.batch(index, phase.tasks, 2)
+        loss = model(**processor.collate(examples)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+        assert changed <= expected, f"{phase.name} changed frozen tensors: {sorted(changed - expected)[:3]}"
+        for group in phase.train:  # every group of the phase actually moved
+            assert any(_group_of(n) == group for n in changed), (phase.name, group)
+
+
+def test_schedule_tasks_and_lookup():
+    alt = alternating_schedule(3, 2, 1)
+    assert [p.name for p in alt.phases] == ["speech", "emotion", "joint"]
+    assert set(alt.phases[0].tasks) == {"asr"}
+    assert set(alt.phases[1].tasks) == {"emotion", "emotion_reasoning"}
+    assert alt.phases[0].train == ("semantic", "lora") and alt.phases[2].train == GROUPS
+    assert (
+        alt.locate(0) == (0, 0)
+        and alt.locate(3) == (1, 0)
+        and alt.locate(5) == (2, 0)
+        and alt.locate(6) == (3, 0)
+    )
+    assert joint_schedule(6).total_steps == alt.total_steps == build_schedule("joint", [3, 2, 1]).total_steps

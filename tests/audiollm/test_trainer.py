@@ -1,0 +1,74 @@
+"""A tiny resumable training run: stop after a step, resume, the step counter continues."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from perception.finetune.data import BatchSampler, build_items
+from perception.finetune.datasets import Clip
+from perception.finetune.features import ClipFeatures
+from perception.finetune.schedule import alternating_schedule
+from perception.finetune.supervision import TemplateTeacher
+from perception.finetune.trainer import TrainConfig, Trainer, latest_checkpoint
+from perception.types import LABELS
+from tests.audiollm.conftest import fake_features
+
+
+@pytest.fixture()
+def pools(tmp_path):
+    rng = np.random.default_rng(3)
+    clips, feats = [], []
+    for i, label in enumerate(["angry", "sad", "happy", "neutral"]):
+        sem, mel = fake_features(0.6 + 0.2 * i, rng)
+        cues = {"pitch_mean": float(rng.normal()), "loudness_mean": float(rng.normal() * 3)}
+        clips.append(Clip(tmp_path / f"{i}.wav", label, "kids are talking by the door"))
+        feats.append(ClipFeatures(sem, mel, cues, "kids are talking by the door"))
+    items, stats = build_items(clips, feats, TemplateTeacher(), LABELS)
+    assert stats.accepted == 4 and {k: len(v) for k, v in items.items()} == {
+        "asr": 4,
+        "emotion": 4,
+        "emotion_reasoning": 4,
+    }
+    return items
+
+
+def test_two_step_run_stops_and_resumes(tmp_path, tiny, pools):
+    _, processor, model = tiny
+    out = tmp_path / "run"
+    schedule = alternating_schedule(1, 1, 0)  # step 0: speech phase, step 1: emotion phase
+    config = TrainConfig(out, schedule, batch_size=2, lr=1e-2, save_every=0, progress=False)
+    first = Trainer(model, BatchSampler(pools, processor), config)
+    state = first.train(max_steps=1)
+    assert state.global_step == 1
+    checkpoint = latest_checkpoint(out)
+    assert checkpoint is not None and checkpoint.name == "checkpoint-1"
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == 1
+    assert not (out / "final").exists()
+
+    # a new process: fresh model, same run folder
+    from perception.audiollm import DualEncoderForEmotionReasoning
+    from tests.audiollm.conftest import load_lm
+
+    fresh = DualEncoderForEmotionReasoning(model.config, load_lm(model.config.language_model))
+    second = Trainer(fresh, BatchSampler(pools, processor), config)
+    state = second.train()
+    assert state.global_step == 2 and len(state.losses) == 2
+    assert state.losses[0] == first.state.losses[0]  # the history came back with the checkpoint
+    assert (out / "final" / "trainable.safetensors").is_file()
+    assert latest_checkpoint(out).name == "checkpoint-2"
+    # resuming a finished run trains no further
+    again = Trainer(fresh, BatchSampler(pools, processor), config).train()
+    assert again.global_step == 2 and again.losses == state.losses
+
+
+def test_cli_user_errors_are_one_line(tmp_path, capsys):
+    from perception.finetune.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "run")]) == 2
+    assert main(["--out", str(tmp_path / "run"), "--data", "nope=/x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("emo-agent train: nothing to train on")
+    assert "unknown corpus 'nope'" in err[1]
