@@ -8,6 +8,7 @@ bash scripts/setup.sh --with-browser
 bash scripts/redis.sh 6390
 . .venv/bin/activate
 export EMO_REDIS_URL=${EMO_REDIS_URL:-redis://127.0.0.1:6390/0}
+ruff check . || { echo "lint failed (ruff check)"; exit 1; }
 set +e
 python -m pytest "$@"
 rc=$?

@@ -158,7 +158,10 @@ async def next_json(ws, timeout: float = 30) -> dict:
 
 
 async def test_bad_input_gets_errors_and_sessions_survive(server) -> None:
-    async with connect(server.ws_url, max_size=None) as bystander, connect(server.ws_url, max_size=None) as ws:
+    async with (
+        connect(server.ws_url, max_size=None) as bystander,
+        connect(server.ws_url, max_size=None) as ws,
+    ):
         await start(bystander)
         # Audio before session.start
         await ws.send(b"\x00\x00" * 160)
