@@ -8,6 +8,7 @@
     emo-agent plot --session ID --out FILE.png     valence/arousal over turns, labels, policies
     emo-agent report --session ID --out FILE.html  transcript, reasoning per turn, the plot
     emo-agent talk FILE [--url ws://...]           stream an audio file to a running server
+    emo-agent train --data crema-d=DIR --out RUN   fine-tune the dual-encoder AudioLLM (docs/audiollm.md)
 
 User errors (missing file, not audio, bad manifest, no Redis) exit non-zero with one line on stderr.
 """
@@ -263,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="save the reply audio as wav")
     p.add_argument("--realtime", action="store_true", help="stream at speaking pace")
     p.set_defaults(func=cmd_talk)
+
+    from perception.finetune.cli import add_train_parser
+
+    add_train_parser(sub)  # emo-agent train: fine-tune the dual-encoder AudioLLM (docs/audiollm.md)
     return parser
 
 

@@ -172,7 +172,7 @@ class Trainer:
             self.state.global_step += 1
             self.state.losses.append(round(float(loss.detach()), 5))
             bar.update(1)
-            bar.set_postfix(phase=phase.name, task=task, loss=f"{float(loss):.3f}")
+            bar.set_postfix(phase=phase.name, task=task, loss=f"{float(loss.detach()):.3f}")
             if cfg.save_every and self.state.global_step % cfg.save_every == 0:
                 self.save_checkpoint()
         bar.close()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from perception.audiollm import DualEncoderConfig, DualEncoderForEmotionReasoning, audio_token_counts
+from perception.audiollm import DualEncoderConfig, DualEncoderForEmotionReasoning, audio_token_counts, scoring
 from tests.audiollm.conftest import fake_features, load_lm
 
 
@@ -129,6 +129,14 @@ def test_label_scores_sum_to_one_and_generate(tiny):
         scores = model.label_scores(*args, processor.label_token_ids(), source=source, **lengths)
         assert scores.shape == (2, len(cfg.labels))
         assert torch.allclose(scores.sum(dim=1), torch.ones(2), atol=1e-5)
+    fast = model.label_scores(*args, processor.label_token_ids(), **lengths)
+    general = scoring.label_scores(model, *args, processor.label_token_ids(), single_pass=False, **lengths)
+    assert torch.allclose(fast, general, atol=1e-5)
+    multi = [[5], [6, 7], [8, 9, 10]]  # labels of 1-3 tokens: the cached pass equals one pass per label
+    cached = scoring.label_scores(model, *args, multi, **lengths)
+    assert torch.allclose(
+        cached, scoring.label_scores(model, *args, multi, single_pass=False, **lengths), atol=1e-5
+    )
     new = model.generate(*args, max_new_tokens=4, **lengths)
     assert new.shape[0] == 2 and new.shape[1] <= 4
     assert cfg.audio_token_id not in new.tolist()[0]
