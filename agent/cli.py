@@ -22,6 +22,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from agent import __version__
 from agent.config import Settings
@@ -37,19 +38,23 @@ def _settings() -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from agent.wiring import RedisUnavailable, Services
+    from dialogue.extensions import ExtensionError
+    from perception.base import PerceptionError
     from voice.server import run_server
 
     settings = _settings()
-    host = args.host or settings.host
-    port = args.port or settings.port
+    host = args.host if args.host is not None else settings.host
+    port = args.port if args.port is not None else settings.port
 
     async def main() -> None:
         try:
             services = await Services.create(settings)
-        except RedisUnavailable as exc:
+        except (RedisUnavailable, PerceptionError, ExtensionError, FileNotFoundError, ImportError) as exc:
             raise UserError(str(exc)) from exc
         try:
             await run_server(services, host, port)
+        except OSError as exc:  # port in use, address not available
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         finally:
             await services.aclose()
 
@@ -92,20 +97,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from perception.base import PerceptionError
     from perception.registry import build_perceiver
 
+    out = _writable(args.out)  # checked before the run, so a long evaluation is never lost
     try:
         rows, skipped = read_manifest(Path(args.manifest))
     except ManifestError as exc:
         raise UserError(str(exc)) from exc
+    if skipped:
+        unmapped = ", ".join(f"{label or '(empty)'} x{n}" for label, n in skipped.most_common())
+        print(f"skipped rows with labels outside the label set: {unmapped}", file=sys.stderr)
     try:
         perceiver = build_perceiver(_settings().perception)
     except PerceptionError as exc:
         raise UserError(str(exc)) from exc
     report = evaluate(perceiver, rows, limit=args.limit, progress=True, skipped=skipped)
     print(format_report(report))
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2), encoding="utf-8")
-        print(f"report written to {args.out}", file=sys.stderr)
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        print(f"report written to {out}", file=sys.stderr)
     return 0
+
+
+def _writable(out: str | None) -> Path | None:
+    """``--out`` as a Path whose folder exists, or a UserError now (not after the work is done)."""
+    if out is None:
+        return None
+    path = Path(out)
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder")
+    return path
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
 
 
 async def _load_sessions(redis_url: str, sessions: list[str], all_sessions: bool) -> list:
@@ -126,7 +154,8 @@ async def _load_sessions(redis_url: str, sessions: list[str], all_sessions: bool
             if not await log.exists(name):
                 raise UserError(f"no session {name!r} in {redis_url}")
             records.extend(await log.read(name))
-        return records
+        # Time order across sessions; within a turn the user's record comes before the reply.
+        return sorted(records, key=lambda r: (r.t_start, r.speaker != "user"))
     finally:
         await client.aclose()
 
@@ -162,7 +191,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UserError("give --session ID (repeatable) or --all")
     settings = _settings()
     records = asyncio.run(_load_sessions(settings.redis_url, args.session or [], args.all))
-    out = Path(args.out) if args.out else None
+    out = _writable(args.out)
     try:
         since = parse_time(args.since) if args.since else None
         until = parse_time(args.until) if args.until else None
@@ -183,8 +212,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from agent.plots import plot_trajectory, user_turns
 
+    out = _writable(args.out)
+    assert out is not None
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UserError(f"cannot plot to {out}: use a .png, .svg or .pdf file")
     records = asyncio.run(_load_sessions(_settings().redis_url, [args.session], False))
-    out = plot_trajectory(records, Path(args.out))
+    out = plot_trajectory(records, out)
     print(f"{len(user_turns(records))} turns plotted to {out}", file=sys.stderr)
     return 0
 
@@ -192,8 +225,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from agent.report import render_report
 
+    out = _writable(args.out)
+    assert out is not None
     records = asyncio.run(_load_sessions(_settings().redis_url, [args.session], False))
-    Path(args.out).write_text(render_report(records, args.session), encoding="utf-8")
+    out.write_text(render_report(records, args.session), encoding="utf-8")
     print(f"report of {len(records)} turns written to {args.out}", file=sys.stderr)
     return 0
 
@@ -211,11 +246,18 @@ def cmd_talk(args: argparse.Namespace) -> int:
     return client_main(argv)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, exit code 2 (``emo-agent CMD: reason``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emo-agent", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="emo-agent", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"emo-agent {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("serve", help="run the voice server (web page + websocket)")
     p.add_argument("--host", default=None, help="default: EMO_HOST or 127.0.0.1")
@@ -230,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate perception over a manifest CSV")
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", default=None, help="write the JSON report here")
-    p.add_argument("--limit", type=int, default=None, help="first N usable rows only")
+    p.add_argument("--limit", type=_non_negative, default=None, help="first N rows with a usable label only")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="export sessions' emotional trajectories")

@@ -53,11 +53,14 @@ def read_manifest(path: str | Path) -> tuple[list[ManifestRow], Counter[str]]:
             rows: list[ManifestRow] = []
             skipped: Counter[str] = Counter()
             for raw in reader:
-                record = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+                # Extra fields beyond the header arrive under the key None: ignored.
+                record = {k.strip(): (v or "").strip() for k, v in raw.items() if isinstance(k, str)}
                 label = canonical_label(record.get("emotion", ""))
                 if label is None:
                     skipped[record.get("emotion", "")] += 1
                     continue
+                if not record.get("path"):
+                    raise ManifestError(f"manifest {path} line {reader.line_num}: empty path")
                 clip = Path(record["path"])
                 rows.append(
                     ManifestRow(

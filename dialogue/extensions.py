@@ -38,6 +38,10 @@ from dialogue.safety import SAFETY_POLICY
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "emo_agent.dialogue"
+
+
+class ExtensionError(Exception):
+    """A configured or installed extension cannot be imported or refuses to register."""
 Hook = Literal["after_remember", "before_respond"]
 HOOKS: tuple[Hook, ...] = get_args(Hook)
 NodeFunction = Callable[..., Any]
@@ -102,8 +106,11 @@ def load_extensions(specs: Sequence[str] = (), *, use_entry_points: bool = True)
     for name, load in found:
         if name in registry.loaded:
             continue
-        register: Callable[[Registry], Any] = load()
-        register(registry)
+        try:
+            register: Callable[[Registry], Any] = load()
+            register(registry)
+        except (ImportError, AttributeError, ValueError, TypeError) as exc:
+            raise ExtensionError(f"dialogue extension {name!r} failed to load: {exc}") from exc
         registry.loaded.append(name)
         log.info("dialogue extension loaded: %s", name)
     return registry

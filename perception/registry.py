@@ -4,7 +4,9 @@
     register_perceiver("audiollm", lambda settings: AudioLLMPerceiver(settings))
     perceiver = build_perceiver(PerceptionSettings(estimator="audiollm"))
 
-"classical" (:class:`perception.pipeline.ClassicalPerceiver`) is registered by default. Factories are
+"classical" (:class:`perception.pipeline.ClassicalPerceiver`) and "audiollm"
+(:class:`perception.audiollm.perceiver.AudioLLMPerceiver`, a trained dual-encoder run at
+``EMO_PERCEPTION__ESTIMATOR_PATH``) are registered by default. Factories are
 imported lazily, so registering costs nothing until a backend is built.
 """
 
@@ -62,3 +64,12 @@ def _classical(settings: PerceptionSettings) -> Perceiver:
 
 
 register_perceiver("classical", _classical)
+
+
+def _audiollm(settings: PerceptionSettings) -> Perceiver:
+    from perception.audiollm.perceiver import AudioLLMPerceiver
+
+    return AudioLLMPerceiver(settings)
+
+
+register_perceiver("audiollm", _audiollm)

@@ -5,13 +5,17 @@
 
 Steps: load clips (``--data KIND=PATH``, repeatable; ``--manifest M.csv`` is ``--data manifest=M.csv``),
 cache features (``<cache>/audiollm-features``), write verified reasoning targets with the teacher, then
-train with the schedule. Re-running the same command resumes from the newest checkpoint in ``--out``.
-Also runnable as ``python -m perception.finetune.cli ...``.
+train with the schedule. ``--eval-manifest M.csv`` (or ``--holdout-speakers N``: every clip of N
+speakers of the training data held out) scores UA / WA / macro-F1 every ``--eval-every`` steps into
+``<out>/eval.json``. ``<out>/norms.json`` keeps the training corpus's cue norms (the perceiver's reference
+for a new speaker). Re-running the same command resumes from the newest checkpoint in ``--out``. Also
+runnable as ``python -m perception.finetune.cli ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -44,6 +48,13 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:  # argparse._SubPar
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument(
         "--max-steps", type=int, default=None, help="stop (with a checkpoint) after this global step"
+    )
+    p.add_argument("--eval-manifest", default=None, help="held-out manifest CSV scored during training")
+    p.add_argument(
+        "--holdout-speakers", type=int, default=0, help="hold out every clip of N speakers for evaluation"
+    )
+    p.add_argument(
+        "--eval-every", type=int, default=None, help="evaluate every N steps (default: --save-every)"
     )
     p.add_argument("--limit", type=int, default=None, help="first N clips per corpus")
     p.add_argument("--teacher", default="template", help="template | hf:MODEL | openai:URL[#MODEL]")
@@ -90,9 +101,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from agent.config import default_cache_dir
+    from perception.acoustics import CorpusNorms
     from perception.audiollm import DualEncoderConfig, DualEncoderForEmotionReasoning, DualEncoderProcessor
     from perception.audiollm.modeling import resolve_language_model
+    from perception.audiollm.perceiver import NORMS_NAME
     from perception.finetune.data import BatchSampler, prepare_items
+    from perception.finetune.evaluation import HeldOutEvaluator, eval_items, holdout_speakers
     from perception.finetune.features import FeatureCache, WhisperFeatureExtractor
     from perception.finetune.schedule import build_schedule
     from perception.finetune.supervision import build_teacher
@@ -109,10 +123,27 @@ def _run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, TypeError) as exc:
         raise PerceptionError(f"bad configuration: {exc}") from exc
     clips = _clips(args)
+    held_out: list = []
+    if args.holdout_speakers:
+        try:
+            clips, held_out = holdout_speakers(clips, args.holdout_speakers, args.seed)
+        except ValueError as exc:
+            raise PerceptionError(str(exc)) from exc
+    if args.eval_manifest:
+        held_out += _clips(
+            argparse.Namespace(data=[f"manifest={args.eval_manifest}"], manifest=[], limit=None)
+        )
     cache = FeatureCache(cache_dir, WhisperFeatureExtractor(config, cache_dir))
     pools, stats = prepare_items(
         clips, cache, build_teacher(args.teacher), tuple(config.labels), progress=not args.no_progress
     )
+    out.mkdir(parents=True, exist_ok=True)
+    norms = CorpusNorms.from_samples([cache.get(c).cues for c in clips])
+    (out / NORMS_NAME).write_text(json.dumps(norms.to_json(), indent=2) + "\n")  # the perceiver's reference
+    held_items = []
+    if held_out:
+        cache.warm(held_out, progress=not args.no_progress)
+        held_items = eval_items(held_out, [cache.get(c) for c in held_out], tuple(config.labels))
     print(
         f"clips {len(clips)}; items "
         + ", ".join(f"{k} {len(v)}" for k, v in pools.items())
@@ -126,8 +157,8 @@ def _run(args: argparse.Namespace) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_language_model(config.language_model, cache_dir))
     processor = DualEncoderProcessor(config, tokenizer)
-    out.mkdir(parents=True, exist_ok=True)
     config.save(out)
+    evaluator = HeldOutEvaluator(held_items, processor, args.batch_size) if held_items else None
     model = DualEncoderForEmotionReasoning.from_config(config, cache_dir)
     trainer = Trainer(
         model,
@@ -141,7 +172,9 @@ def _run(args: argparse.Namespace) -> int:
             save_every=args.save_every,
             seed=args.seed,
             progress=not args.no_progress,
+            eval_every=args.save_every if args.eval_every is None else args.eval_every,
         ),
+        evaluator=evaluator,
     )
     state = trainer.train(max_steps=args.max_steps, resume=not args.no_resume)
     print(

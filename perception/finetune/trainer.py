@@ -4,7 +4,8 @@ A run writes into ``output_dir``::
 
     checkpoint-<step>/   config.json, trainable.safetensors (the model's trained parts),
                          optimizer.pt, trainer_state.json (global step, phase, schedule, recent losses)
-    final/               config.json, trainable.safetensors once the schedule is done
+    final/               config.json, trainable.safetensors once the schedule is done (+ the tokenizer)
+    eval.json            held-out UA / WA / macro-F1 per evaluated step, when an evaluator is given
 
 ``Trainer.train()`` resumes from the newest ``checkpoint-*`` when one exists: the trained parts and the
 optimizer state are restored and the step counter continues; batches depend only on (seed, step), so the
@@ -12,6 +13,10 @@ resumed run sees the same data it would have seen. The optimizer restarts at eac
 parameter set changes). On several GPUs / nodes the same code runs under ``accelerate launch``
 (docs/audiollm.md); the model is re-wrapped at each phase so data-parallel wrappers see the right
 parameters.
+
+With an ``evaluator`` (:class:`perception.finetune.evaluation.HeldOutEvaluator`) the model is scored on
+the held-out set every ``eval_every`` steps and once more at the end; each report gets its ``step`` and
+is logged and appended to ``eval.json`` (``{"history": [...], "latest": {...}}``), resumed runs included.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -32,6 +39,8 @@ from perception.finetune.schedule import Schedule, apply_phase
 
 log = logging.getLogger(__name__)
 STATE_NAME = "trainer_state.json"
+EVAL_NAME = "eval.json"
+Evaluator = Callable[[DualEncoderForEmotionReasoning], dict[str, Any]]
 
 
 @dataclass
@@ -47,6 +56,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     progress: bool = True
+    eval_every: int = 0  # 0: evaluate only at the end (when an evaluator is given)
 
 
 @dataclass
@@ -73,6 +83,7 @@ class Trainer:
         sampler: BatchSampler,
         config: TrainConfig,
         accelerator=None,  # accelerate.Accelerator; built here when None
+        evaluator: Evaluator | None = None,
     ) -> None:
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
@@ -85,6 +96,7 @@ class Trainer:
             # ASR batches leave the aux head and the paralinguistic branch without gradients
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
+        self.evaluator = evaluator
         self.state = TrainState()
         self.optimizer: torch.optim.Optimizer | None = None
 
@@ -119,6 +131,32 @@ class Trainer:
         self.state = TrainState(int(data["global_step"]), list(data.get("losses", [])))
         load_weights_into(self.accelerator.unwrap_model(self.model), checkpoint)
         log.info("resumed from %s at step %d", checkpoint, self.state.global_step)
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, Any] | None:
+        """Score the held-out set now; log the report and add it to ``eval.json`` (main process)."""
+        if self.evaluator is None:
+            return None
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        report = None
+        if acc.is_main_process:
+            report = {"step": self.state.global_step, **self.evaluator(acc.unwrap_model(self.model))}
+            log.info(
+                "eval step %d: UA %.4f WA %.4f macro-F1 %.4f (n=%d)",
+                report["step"],
+                report["ua"],
+                report["wa"],
+                report["macro_f1"],
+                report["n"],
+            )
+            path = Path(self.config.output_dir) / EVAL_NAME
+            history = json.loads(path.read_text())["history"] if path.is_file() else []
+            history = [r for r in history if r.get("step") != report["step"]] + [report]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"history": history, "latest": report}, indent=2) + "\n")
+        acc.wait_for_everyone()
+        return report
 
     # -- loop -----------------------------------------------------------------------------------------
     def _start_phase(self, index: int, optimizer_state: Path | None) -> None:
@@ -175,9 +213,19 @@ class Trainer:
             bar.set_postfix(phase=phase.name, task=task, loss=f"{float(loss.detach()):.3f}")
             if cfg.save_every and self.state.global_step % cfg.save_every == 0:
                 self.save_checkpoint()
+            if cfg.eval_every and self.state.global_step % cfg.eval_every == 0:
+                self.evaluate()
         bar.close()
         if latest_checkpoint(cfg.output_dir) != Path(cfg.output_dir) / f"checkpoint-{self.state.global_step}":
             self.save_checkpoint()  # where this run stopped, so the next one resumes (or knows it is done)
-        if self.state.global_step >= total and acc.is_main_process:
-            acc.unwrap_model(self.model).save_pretrained(Path(cfg.output_dir) / "final")
+        finished = self.state.global_step >= total
+        if finished and acc.is_main_process:
+            final = acc.unwrap_model(self.model).save_pretrained(Path(cfg.output_dir) / "final")
+            self.sampler.processor.tokenizer.save_pretrained(final)  # holds the audio placeholder
+        if finished and self.evaluator is not None and self._last_eval_step() != self.state.global_step:
+            self.evaluate()  # the final model is always scored once
         return self.state
+
+    def _last_eval_step(self) -> int | None:
+        path = Path(self.config.output_dir) / EVAL_NAME
+        return json.loads(path.read_text())["latest"]["step"] if path.is_file() else None

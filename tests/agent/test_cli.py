@@ -202,3 +202,47 @@ def test_export_audio_dir_and_ttl(redis_url: str, tmp_path: Path) -> None:
         assert (out / f"{session}_t1.wav").read_bytes() == wav.read_bytes()
     finally:
         asyncio.run(clean())
+
+
+def test_usage_errors_are_one_line() -> None:
+    result = run("export", "--session", "x", "--format", "xml")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "invalid choice" in result.stderr
+    result = run("eval", "--manifest", "m.csv", "--limit", "-3")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_out_into_a_missing_folder_fails_before_any_work(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,emotion\nx.wav,angry\n")
+    result = run("eval", "--manifest", str(manifest), "--out", str(tmp_path / "nowhere" / "r.json"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_manifest_rows_with_extra_fields_are_read(tmp_path: Path) -> None:
+    from agent.evaluation import read_manifest
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,emotion\na.wav,anger,extra,fields\nb.wav,calm\nc.wav,sadness\n")
+    rows, skipped = read_manifest(manifest)
+    assert [(r.path.name, r.emotion) for r in rows] == [("a.wav", "angry"), ("c.wav", "sad")]
+    assert skipped == {"calm": 1}
+
+
+@pytest.mark.integration
+def test_serve_startup_errors_are_one_line(redis_url: str) -> None:
+    result = run(
+        "serve",
+        "--port",
+        "0",
+        env={"EMO_REDIS_URL": redis_url, "EMO_PERCEPTION__ESTIMATOR": "no-such-estimator"},
+    )
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("emo-agent serve:") and "no-such-estimator" in last
+    assert "Traceback" not in result.stderr
+
+    result = run("serve", env={"EMO_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode == 2 and "cannot reach Redis" in result.stderr
+    assert "Traceback" not in result.stderr

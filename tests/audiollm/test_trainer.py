@@ -72,3 +72,45 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("emo-agent train: nothing to train on")
     assert "unknown corpus 'nope'" in err[1]
+
+
+def test_eval_step_scores_held_out_clips_into_json(tmp_path, tiny, pools) -> None:
+    from perception.finetune.evaluation import EvalItem, HeldOutEvaluator
+
+    _, processor, model = tiny
+    held = [EvalItem(i.semantic, i.paralinguistic, i.emotion or "") for i in pools["emotion"]]
+    out = tmp_path / "run"
+    config = TrainConfig(
+        out, alternating_schedule(1, 1, 1), batch_size=2, save_every=0, eval_every=2, progress=False
+    )
+    Trainer(
+        model, BatchSampler(pools, processor), config, evaluator=HeldOutEvaluator(held, processor)
+    ).train()
+    report = json.loads((out / "eval.json").read_text())
+    assert [r["step"] for r in report["history"]] == [2, 3]  # every 2 steps, and the final model
+    latest = report["latest"]
+    assert latest["step"] == 3 and latest["n"] == len(held)
+    assert all(0.0 <= latest[k] <= 1.0 for k in ("ua", "wa", "macro_f1"))
+    assert sum(sum(row.values()) for row in latest["confusion"].values()) == len(held)
+    assert (out / "final" / "tokenizer_config.json").is_file()  # the tokenizer with the audio placeholder
+
+
+def test_eval_metrics_are_the_eval_reports() -> None:
+    from agent.evaluation import confusion_matrix, metrics_from_confusion
+    from perception.finetune.evaluation import classification_report
+
+    true, pred = ["angry", "angry", "sad", "happy"], ["angry", "sad", "sad", "angry"]
+    report = classification_report(true, pred, LABELS)
+    expected = metrics_from_confusion(confusion_matrix(true, pred, LABELS))
+    assert report["ua"] == round(expected["ua"], 4) and report["wa"] == 0.5
+
+
+def test_actor_held_out_split_keeps_speakers_apart(tmp_path) -> None:
+    from perception.finetune.evaluation import holdout_speakers
+
+    clips = [Clip(tmp_path / f"{s}-{i}.wav", "sad", None, s) for s in "abcd" for i in range(3)]
+    train, held = holdout_speakers(clips, 1, seed=1)
+    assert len(held) == 3 and len(train) == 9
+    assert {c.speaker for c in held}.isdisjoint({c.speaker for c in train})
+    with pytest.raises(ValueError):
+        holdout_speakers(clips, 4)

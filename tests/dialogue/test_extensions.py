@@ -133,3 +133,12 @@ async def test_checkin_loaded_from_settings_on_redis(redis_client, key_prefix, m
     assert crisis[-1].policy == "safety"
     await engine.aclose()
     assert isinstance(AIMessage(content=""), AIMessage)
+
+
+def test_a_broken_extension_is_a_clear_error() -> None:
+    from dialogue.extensions import ExtensionError, load_extensions
+
+    with pytest.raises(ExtensionError, match="no_such_module_xyz"):
+        load_extensions(["no_such_module_xyz:register"], use_entry_points=False)
+    with pytest.raises(ExtensionError, match="missing_function"):
+        load_extensions(["examples.checkin:missing_function"], use_entry_points=False)

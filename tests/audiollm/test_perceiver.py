@@ -1,0 +1,184 @@
+"""The AudioLLM perceiver on a tiny run trained in the test, fed by the real bundled Whisper tiny.en and
+openSMILE (the tiny config uses Whisper's 384-d states and 80-bin log-mel, so nothing is faked but the LM)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.config import PerceptionSettings
+from perception.audiollm import (
+    DualEncoderForEmotionReasoning,
+    DualEncoderProcessor,
+    ParalinguisticEncoderConfig,
+    SemanticEncoderConfig,
+)
+from perception.audiollm.perceiver import DEFAULT_RUN, AudioLLMPerceiver
+from perception.base import PerceptionError
+from perception.finetune.data import BatchSampler, build_items
+from perception.finetune.datasets import Clip
+from perception.finetune.features import ClipFeatures
+from perception.finetune.schedule import alternating_schedule
+from perception.finetune.supervision import TemplateTeacher
+from perception.finetune.trainer import TrainConfig, Trainer
+from perception.grounding import verify
+from perception.reasoning import acoustic_claim, build_reasoning
+from perception.types import LABELS, Perception
+from tests.audiollm.conftest import load_lm, make_tokenizer, tiny_config
+from tests.conftest import CREMA_D
+
+CLIP = CREMA_D / "audio" / "1001_IOM_ANG_XX.ogg"
+
+
+def whisper_sized_config(lm_dir: Path):
+    return tiny_config(
+        lm_dir,
+        semantic=SemanticEncoderConfig(hidden_size=384, stack=5),  # bundled Whisper tiny.en states
+        paralinguistic=ParalinguisticEncoderConfig(
+            n_mels=80, hidden_size=32, num_layers=1, num_heads=2, dropout=0.0
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_lm_dir) -> Path:
+    """A two-step run of the trainer on random features; returns its ``final/`` folder."""
+    import torch
+
+    torch.manual_seed(0)
+    config = whisper_sized_config(tiny_lm_dir)
+    processor = DualEncoderProcessor(config, make_tokenizer())
+    model = DualEncoderForEmotionReasoning(config, load_lm(tiny_lm_dir))
+    rng = np.random.default_rng(0)
+    clips, feats = [], []
+    for i, label in enumerate(["angry", "sad", "happy", "neutral"]):
+        sem = rng.standard_normal((40, 384)).astype(np.float32)
+        mel = rng.standard_normal((80, 80)).astype(np.float32)
+        cues = {"pitch_mean": float(rng.normal()), "loudness_mean": float(rng.normal())}
+        clips.append(Clip(Path(f"{i}.wav"), label, "kids are talking by the door"))
+        feats.append(ClipFeatures(sem, mel, cues, "kids are talking by the door"))
+    pools, _ = build_items(clips, feats, TemplateTeacher(), LABELS)
+    out = tmp_path_factory.mktemp("run") / "tiny-run"
+    cfg = TrainConfig(out, alternating_schedule(1, 1, 0), batch_size=2, lr=1e-2, save_every=0, progress=False)
+    Trainer(model, BatchSampler(pools, processor), cfg).train()
+    return out / "final"
+
+
+@pytest.fixture(scope="module")
+def audio() -> np.ndarray:
+    if CLIP.is_file():
+        from perception.audio import load_audio
+
+        return load_audio(CLIP)
+    t = np.arange(int(1.6 * 16_000)) / 16_000  # a voiced, amplitude-modulated tone
+    tone = sum(np.sin(2 * np.pi * 160 * k * t) / k for k in range(1, 6)) * (
+        0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
+    )
+    return (0.2 * tone + 0.005 * np.random.default_rng(0).standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def perceiver(run_dir) -> AudioLLMPerceiver:
+    return AudioLLMPerceiver(run_dir=run_dir, max_new_tokens=24, warmup=False)
+
+
+def test_perception_validates_and_cites_only_verified_evidence(perceiver, audio) -> None:
+    baseline = perceiver.new_baseline()
+    perception, cues = perceiver.perceive_with_cues(audio, baseline=baseline)
+    Perception.model_validate(perception.model_dump())
+    scores = perception.emotion.scores
+    assert set(scores) == set(LABELS) and sum(scores.values()) == pytest.approx(1.0, abs=1e-6)
+    assert perception.emotion.label == max(scores, key=lambda k: scores[k])
+    assert perception.model == f"dual-encoder:tiny-run@{perceiver.config.version}"
+    assert {"asr", "encode", "acoustics", "estimate", "reason"} <= set(perception.timings_ms)
+    assert cues and perception.evidence and perception.reasoning
+    n_claims, n_verified = verify(perception, perception.transcript, cues)
+    assert n_claims == n_verified == len(perception.evidence)
+    assert baseline.n_turns == 1  # the turn was folded into the speaker's baseline
+
+
+def test_garbage_generation_falls_back_to_measured_reasoning(perceiver, audio, monkeypatch) -> None:
+    garbage = 'door door label: kids\ncue: pitch_mean +9.99 raised pitch\nquote: "not said at all" | x'
+    monkeypatch.setattr(perceiver, "generate_text", lambda turn: garbage)
+    perception, cues = perceiver.perceive_with_cues(audio)
+    expected = build_reasoning(
+        perception.emotion.label,
+        perception.emotion.scores,
+        cues,
+        perception.transcript,
+        reference="typical speech",
+    )
+    assert perception.reasoning == expected.text
+    assert perception.evidence == expected.evidence
+    assert verify(perception, perception.transcript, cues) == (len(expected.evidence), len(expected.evidence))
+
+
+@pytest.fixture(scope="module")
+def first_turn(perceiver, audio) -> tuple[Perception, dict[str, float]]:
+    return perceiver.perceive_with_cues(audio)
+
+
+def _one_cue(first_turn) -> tuple[str, float, str]:
+    perception, cues = first_turn
+    cue, z = max(cues.items(), key=lambda kv: abs(kv[1]))
+    return cue, z, perception.emotion.label
+
+
+def test_unverified_generated_items_are_dropped(perceiver, audio, first_turn, monkeypatch) -> None:
+    cue, z, label = _one_cue(first_turn)
+    text = (
+        f"label: {label}\ncue: {cue} {z:+.2f} {acoustic_claim(cue, z)}\n"
+        'quote: "words nobody said" | invented\nreasoning: Invented words prove it.'
+    )
+    monkeypatch.setattr(perceiver, "generate_text", lambda turn: text)
+    perception, cues = perceiver.perceive_with_cues(audio)
+    assert [e.cue for e in perception.evidence] == [cue]
+    assert "Invented" not in perception.reasoning and cue in perception.reasoning
+    assert verify(perception, perception.transcript, cues) == (1, 1)
+
+
+def test_fully_verified_generation_is_kept_as_written(perceiver, audio, first_turn, monkeypatch) -> None:
+    cue, z, label = _one_cue(first_turn)
+    prose = f"The voice gives it away: {acoustic_claim(cue, z)}."
+    text = f"label: {label}\ncue: {cue} {z:+.2f} {acoustic_claim(cue, z)}\nreasoning: {prose}"
+    monkeypatch.setattr(perceiver, "generate_text", lambda turn: text)
+    perception = perceiver.perceive(audio)
+    assert perception.reasoning == prose and len(perception.evidence) == 1
+
+
+def test_turns_from_two_threads(perceiver, audio) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: perceiver.perceive(audio), range(2))
+    assert first.emotion.scores == second.emotion.scores and first.transcript == second.transcript
+
+
+def test_typed_turn_reuses_the_classical_text_path(perceiver) -> None:
+    perception = perceiver.perceive_text("I hate this, I am furious, it is ridiculous")
+    assert perception.emotion.label == "angry" and perception.model == perceiver.model_id
+    assert {e.quote for e in perception.evidence} >= {"hate"}
+
+
+def test_missing_run_says_how_to_train_one(tmp_path) -> None:
+    for settings in (
+        PerceptionSettings(estimator="audiollm"),
+        PerceptionSettings(estimator_path=str(tmp_path)),
+    ):
+        with pytest.raises(PerceptionError) as info:
+            AudioLLMPerceiver(settings, warmup=False)
+        message = str(info.value)
+        assert "\n" not in message and "emo-agent train" in message
+        assert "EMO_PERCEPTION__ESTIMATOR_PATH" in message
+    assert not DEFAULT_RUN.exists() or (DEFAULT_RUN / "config.json").is_file()
+
+
+def test_registry_builds_audiollm_from_settings(run_dir) -> None:
+    from perception.registry import build_perceiver, known_perceivers
+
+    assert "audiollm" in known_perceivers()
+    built = build_perceiver(PerceptionSettings(estimator="audiollm", estimator_path=str(run_dir)))
+    assert isinstance(built, AudioLLMPerceiver) and built.model_id.startswith("dual-encoder:tiny-run@")
+    with pytest.raises(PerceptionError, match="emo-agent train"):
+        build_perceiver(PerceptionSettings(estimator="audiollm", estimator_path=str(run_dir.parent / "nope")))

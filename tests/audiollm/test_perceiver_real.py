@@ -1,0 +1,43 @@
+"""The AudioLLM perceiver with the default configuration and the real bundled SmolLM2 (marked slow).
+
+The run is saved untrained from the test (adapters at their initial weights), so this checks loading,
+the real feature path, label-likelihood scores and generation at full size, not accuracy."""
+
+from __future__ import annotations
+
+import pytest
+
+from perception.grounding import verify
+from perception.types import LABELS, Perception
+from tests.conftest import CREMA_D
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_config_with_the_bundled_lm(tmp_path) -> None:
+    from transformers import AutoTokenizer
+
+    from perception.audio import load_audio
+    from perception.audiollm import DualEncoderConfig, DualEncoderForEmotionReasoning, DualEncoderProcessor
+    from perception.audiollm.modeling import resolve_language_model
+    from perception.audiollm.perceiver import AudioLLMPerceiver
+
+    clip = CREMA_D / "audio" / "1001_IOM_ANG_XX.ogg"
+    if not clip.is_file():
+        pytest.skip(f"CREMA-D not found at {CREMA_D}")
+    config = DualEncoderConfig()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_language_model(config.language_model))
+    DualEncoderProcessor(config, tokenizer)  # adds the audio placeholder, records its id
+    run = tmp_path / "default-run" / "final"
+    DualEncoderForEmotionReasoning.from_config(config).save_pretrained(run)
+    tokenizer.save_pretrained(run)
+
+    perceiver = AudioLLMPerceiver(run_dir=run, max_new_tokens=48, warmup=False)
+    perception, cues = perceiver.perceive_with_cues(load_audio(clip))
+    Perception.model_validate(perception.model_dump())
+    assert set(perception.emotion.scores) == set(LABELS)
+    assert sum(perception.emotion.scores.values()) == pytest.approx(1.0, abs=1e-6)
+    assert "meeting" in perception.transcript.lower()
+    assert perception.model == "dual-encoder:default-run@" + config.version
+    n_claims, n_verified = verify(perception, perception.transcript, cues)
+    assert n_claims == n_verified > 0
