@@ -1,4 +1,4 @@
-"""The perception record shared by every part of the product (see docs/contracts.md).
+"""The perception record shared by every part of the product (see docs/contracts.md in the repository).
 
 A :class:`Perception` is what ``emo-agent perceive --json`` prints, what the ``user.perception``
 websocket event carries and what the trajectory log stores.

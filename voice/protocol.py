@@ -41,6 +41,7 @@ class ErrorCode:
     AUDIO_ERROR = "audio_error"  # the turn's audio could not be perceived (too short, silent...)
     SESSION_FAILED = "session_failed"  # the session could not start (e.g. history store unreachable)
     TURN_FAILED = "turn_failed"  # perception, dialogue or TTS failed for this turn
+    INTERNAL_ERROR = "internal_error"  # an unexpected server error while handling one frame
 
 
 class ProtocolError(Exception):

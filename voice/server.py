@@ -77,8 +77,11 @@ def _response(status: int, body: bytes, content_type: str) -> Response:
 def static_file(url_path: str, web_dir: Path = WEB_DIR) -> Path | None:
     """The file under ``web_dir`` that ``url_path`` names (``/`` is ``index.html``); None if there is none."""
     name = unquote(url_path).lstrip("/") or "index.html"
-    candidate = (web_dir / name).resolve()
-    if not candidate.is_relative_to(web_dir) or not candidate.is_file():
+    try:
+        candidate = (web_dir / name).resolve()
+        if not candidate.is_relative_to(web_dir) or not candidate.is_file():
+            return None
+    except (ValueError, OSError):  # e.g. a NUL byte (%00) or a name the OS refuses
         return None
     return candidate
 

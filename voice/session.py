@@ -35,6 +35,7 @@ a model error) becomes an ``error`` event too.
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import io
 import logging
@@ -149,7 +150,7 @@ class _Reply:
         pos = self.position(now)
         heard: list[str] = []
         for s in self.spoken:
-            if s.end_s <= pos:
+            if s.end_s <= pos + 1e-6:  # (sentence ends and the frame sum differ by rounding)
                 heard.append(s.text)
             elif s.start_s < pos:
                 words = s.text.split()
@@ -176,6 +177,8 @@ class _Turn:
     latency_ms: dict[str, float] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     finished: bool = False  # assistant.done sent; only the trajectory record may still be being written
+    cancelled: bool = False  # dropped by the session: its perception must not touch the speaker baseline
+    closing: asyncio.Task[None] | None = None  # the session's interruption of this turn, once begun
 
     def mark(self, stage: str) -> None:
         """Record the latency of ``stage`` (ms since the turn ended), first occurrence only."""
@@ -249,16 +252,23 @@ class Session:
             self._log.info("session closed")
 
     async def _write_loop(self) -> None:
-        """Drain the outbound queue onto the socket. Cancellation-safe (drops what is left)."""
+        """Drain the outbound queue onto the socket until the close sentinel. Cancellation-safe (drops what
+        is left). Once the socket has closed, everything still queued is dropped: the reader notices the
+        close and ends the session, so the turn in progress is still interrupted and logged."""
+        closed = False
         while True:
             item = await self._outbound.get()
             try:
                 if item is _CLOSE:
                     return
                 payload, turn_id = item
-                if isinstance(payload, bytes) and turn_id in self._dropped_turns:
+                if closed or (isinstance(payload, bytes) and turn_id in self._dropped_turns):
                     continue
-                await self._ws.send(payload)
+                try:
+                    await self._ws.send(payload)
+                except ConnectionClosed:
+                    self._log.info("connection closed while sending; dropping what is queued")
+                    closed = True
             finally:
                 self._outbound.task_done()
 
@@ -275,7 +285,7 @@ class Session:
                 self._send_error(exc.code, exc.message)
             except Exception as exc:  # a bug must not take the connection (or the server) down
                 self._log.exception("error handling a frame")
-                self._send_error("internal_error", f"{type(exc).__name__}: {exc}")
+                self._send_error(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
         await self._interrupt_turn()
         self._outbound.put_nowait(_CLOSE)
         await self._outbound.join()
@@ -417,14 +427,30 @@ class Session:
 
     async def _interrupt_turn(self, *, notify: bool = True) -> None:
         """Cancel the turn in progress, if any, and wait for it to unwind. If its reply had begun: send
-        ``assistant.interrupted`` (when ``notify``), tell the dialogue engine and log the turn."""
-        turn, self._turn = self._turn, None
-        if turn is None or turn.task is None or turn.task.done():
+        ``assistant.interrupted`` (when ``notify``), tell the dialogue engine and log the turn.
+
+        The bookkeeping runs in its own task, shielded: cancelling the caller (the session closing while
+        the reader interrupts a turn) does not lose the record, and ``self._turn`` is cleared only once it
+        is written, so a later call waits for the same bookkeeping instead of skipping it."""
+        turn = self._turn
+        if turn is None:
+            return
+        if turn.closing is None:
+            turn.closing = asyncio.create_task(
+                self._close_turn(turn, notify), name=f"voice-close-{turn.turn_id}"
+            )
+        await asyncio.shield(turn.closing)
+        if self._turn is turn:
+            self._turn = None
+
+    async def _close_turn(self, turn: _Turn, notify: bool) -> None:
+        if turn.task is None or turn.task.done():
             return
         if turn.finished:  # nothing left to interrupt: let its record be written once, as not interrupted
             await asyncio.wait([turn.task])
             return
         now = time.monotonic()
+        turn.cancelled = True
         self._dropped_turns.add(turn.turn_id)
         turn.task.cancel()
         await asyncio.wait([turn.task])
@@ -438,6 +464,11 @@ class Session:
         self._log.info("turn %s interrupted; heard %r", turn.turn_id, heard)
         if notify:
             self._send(proto.assistant_interrupted_event(turn.turn_id, heard))
+        await self._log_interrupted(turn, heard)
+
+    async def _log_interrupted(self, turn: _Turn, heard: str) -> None:
+        """Tell the dialogue engine what was heard of ``turn``'s reply and log the turn as interrupted."""
+        assert self.session_id is not None
         try:
             await self._dialogue.mark_interrupted(self.session_id, turn.turn_id, heard)
         except Exception:
@@ -458,18 +489,42 @@ class Session:
             else:
                 self._log.error("turn %s failed", turn.turn_id, exc_info=exc)
                 self._send_error(ErrorCode.TURN_FAILED, f"{type(exc).__name__}: {exc}")
+                reply = turn.reply
+                if reply is not None and (reply.text or reply.audio_sent_s > 0):
+                    await self._end_failed_reply(turn, reply)
         finally:
             if self._turn is turn and self._detector is not None:
                 self._detector.assistant_speaking = False
 
-    def _perceive(self, audio: np.ndarray) -> Perception:
-        with self._perceive_lock:  # the baseline is updated in place
-            return self._perceiver.perceive(audio, SAMPLE_RATE, self._baseline)
+    async def _end_failed_reply(self, turn: _Turn, reply: _Reply) -> None:
+        """A reply that failed after it had begun ends like an interrupted one: the client plays what it
+        got, then gets ``assistant.interrupted`` with that text; the dialogue keeps only that text and the
+        turn is logged as interrupted."""
+        await asyncio.sleep(max(0.0, reply.audio_sent_s - reply.position(time.monotonic())))
+        turn.finished = True  # from here on a newer turn waits for this bookkeeping instead of repeating it
+        self._dropped_turns.add(turn.turn_id)
+        heard = reply.heard_text(time.monotonic(), speaking=self._tts is not None)
+        self._log.info("turn %s: reply failed; heard %r", turn.turn_id, heard)
+        self._send(proto.assistant_interrupted_event(turn.turn_id, heard))
+        await self._log_interrupted(turn, heard)
+
+    def _perceive(self, audio: np.ndarray, turn: _Turn) -> Perception:
+        """Perceive ``audio`` in a worker thread against a private copy of the speaker baseline; the copy
+        becomes the baseline only if ``turn`` was not dropped meanwhile (the thread cannot be stopped)."""
+        with self._perceive_lock:  # perceptions update the baseline one at a time
+            live = self._baseline
+            private = _copy_baseline(live) if live is not None else None
+            if private is None:  # no baseline, or one that cannot be copied: updated in place
+                return self._perceiver.perceive(audio, SAMPLE_RATE, live)
+            perception = self._perceiver.perceive(audio, SAMPLE_RATE, private)
+            if not turn.cancelled:
+                self._baseline = private
+            return perception
 
     async def _turn_body(self, turn: _Turn) -> None:
         assert self.session_id is not None
         if turn.audio is not None:
-            perception = await asyncio.to_thread(self._perceive, turn.audio)
+            perception = await asyncio.to_thread(self._perceive, turn.audio, turn)
         else:
             perception = await asyncio.to_thread(self._perceiver.perceive_text, turn.text or "")
         turn.mark("perception")
@@ -611,6 +666,21 @@ class Session:
             await self._trajectory.append(assistant)
         except Exception:
             self._log.exception("could not append turn %s to the trajectory log", turn.turn_id)
+
+
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+
+
+def _copy_baseline(baseline: SpeakerBaseline) -> SpeakerBaseline | None:
+    """A deep copy of ``baseline`` with fresh locks (locks cannot be copied); None if it cannot be copied."""
+    memo: dict[int, Any] = {}
+    for value in getattr(baseline, "__dict__", {}).values():
+        if isinstance(value, _LOCK_TYPES):
+            memo[id(value)] = threading.RLock() if isinstance(value, _LOCK_TYPES[1]) else threading.Lock()
+    try:
+        return copy.deepcopy(baseline, memo)
+    except Exception:
+        return None
 
 
 def _consent_default(trajectory: TrajectoryLike | None) -> bool:

@@ -55,7 +55,7 @@ async def test_typed_turn_shows_perception_and_reply(voice_server: SimpleNamespa
     await card.wait_for(timeout=15_000)
     assert await card.locator('[data-field="transcript"]').inner_text() == "I lost my keys again"
     assert await card.locator('[data-field="label"]').text_content() == "neutral"
-    assert await card.locator('[data-field="policy"]').inner_text() == "validate"
+    assert await card.locator('[data-field="policy"]').inner_text() == "empathize"
     assert "hear you" in await card.locator('[data-field="reply"]').inner_text()
     assert await card.locator(".scores li").count() >= 2
     assert await card.locator(".evidence li").count() == 1
@@ -67,7 +67,7 @@ async def test_typed_turn_shows_perception_and_reply(voice_server: SimpleNamespa
     await page.click("#send-button")
     await page.locator('#turns li.turn[data-state="done"]').nth(1).wait_for(timeout=15_000)
     assert await points.count() == 2
-    await page.wait_for_selector('#trajectory-chart g.turn-point:nth-of-type(2)[data-policy="validate"]')
+    await page.wait_for_selector('#trajectory-chart g.turn-point:nth-of-type(2)[data-policy="empathize"]')
     assert await points.nth(1).get_attribute("data-label") == "neutral"
     assert "Turn 2: neutral" in await page.inner_text("#trajectory-summary")
     assert "Turn 2" in await points.nth(1).locator("title").text_content()

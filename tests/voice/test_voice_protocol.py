@@ -107,11 +107,11 @@ def test_server_events_match_the_contract() -> None:
     }
     assert proto.speech_started_event() == {"type": "speech.started"}
     assert proto.speech_stopped_event() == {"type": "speech.stopped"}
-    assert proto.assistant_text_event("t", "Hi.", "validate") == {
+    assert proto.assistant_text_event("t", "Hi.", "empathize") == {
         "type": "assistant.text",
         "turn_id": "t",
         "text": "Hi.",
-        "policy": "validate",
+        "policy": "empathize",
     }
     assert proto.assistant_delta_event("t", "Hi") == {"type": "assistant.delta", "turn_id": "t", "text": "Hi"}
     assert proto.assistant_done_event("t") == {"type": "assistant.done", "turn_id": "t"}

@@ -13,11 +13,19 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.voice.voice_fakes import LONG_REPLY, SHORT_REPLY
+from tests.voice.voice_fakes import LONG_REPLY, SHORT_REPLY, FailingTTS
 from voice.client import converse
 from voice.protocol import float32_to_pcm16
 
 TIMEOUT = 15
+
+
+class _AnySession:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+
+ANY_SESSION: Any = _AnySession()
 
 
 async def recv_until(ws: ClientConnection, kind: str, seen: list[Any] | None = None) -> dict[str, Any]:
@@ -66,7 +74,7 @@ async def test_text_turn_streams_perception_text_and_audio(voice_server: SimpleN
     deltas = events_of(seen, "assistant.delta")
     assert "".join(d["text"] for d in deltas) == SHORT_REPLY
     [text] = events_of(seen, "assistant.text")
-    assert text == {"type": "assistant.text", "turn_id": turn_id, "text": SHORT_REPLY, "policy": "validate"}
+    assert text == {"type": "assistant.text", "turn_id": turn_id, "text": SHORT_REPLY, "policy": "empathize"}
     assert all(e["turn_id"] == turn_id for e in seen if isinstance(e, dict))
     audio = [e for e in seen if isinstance(e, bytes)]
     assert audio and all(len(a) <= 3200 and len(a) % 2 == 0 for a in audio)  # ≤ 100 ms at 16 kHz
@@ -78,7 +86,7 @@ async def test_text_turn_streams_perception_text_and_audio(voice_server: SimpleN
     assert (assistant.speaker, assistant.transcript, assistant.policy) == (
         "assistant",
         SHORT_REPLY,
-        "validate",
+        "empathize",
     )
     assert not assistant.interrupted
     assert {"perception", "llm_first_token", "first_audio_byte", "total"} <= set(assistant.latency_ms)
@@ -239,6 +247,84 @@ async def test_speech_barges_in(voice_server: SimpleNamespace, speech_clip: np.n
     assert voice_server.services.dialogue.interrupted[0][1] == first_turn
 
 
+async def wait_for_records(trajectory: Any, turn_id: str, n: int = 2) -> list[Any]:
+    async with asyncio.timeout(TIMEOUT):
+        while len(records := [r for r in trajectory.records if r.turn_id == turn_id]) < n:
+            await asyncio.sleep(0.02)
+    return records
+
+
+async def test_client_leaving_mid_reply_still_logs_the_interrupted_turn(
+    voice_server: SimpleNamespace,
+) -> None:
+    dialogue = voice_server.services.dialogue
+
+    async def slow_mark_interrupted(session_id: str, turn_id: str, heard_text: str) -> None:
+        await asyncio.sleep(0.3)  # like a Redis round trip: the socket is long gone by now
+        dialogue.interrupted.append((session_id, turn_id, heard_text))
+
+    dialogue.mark_interrupted = slow_mark_interrupted
+    async with connect(voice_server.url) as ws:
+        await start(ws)
+        seen: list[Any] = []
+        await ws.send(json.dumps({"type": "input.text", "text": "tell me something long"}))
+        await wait_for_audio(ws, seen)
+        turn_id = events_of(seen, "user.perception")[0]["turn_id"]
+        await asyncio.sleep(0.3)
+    # The client left while the reply was playing: the turn is still logged, as interrupted.
+    user, assistant = await wait_for_records(voice_server.services.trajectory, turn_id)
+    assert (user.speaker, user.transcript) == ("user", "tell me something long")
+    assert assistant.speaker == "assistant" and assistant.interrupted
+    assert LONG_REPLY.startswith(assistant.transcript) and assistant.transcript != LONG_REPLY
+    assert [t for _, t, _ in dialogue.interrupted] == [turn_id]
+
+
+async def test_tts_failing_mid_reply_ends_the_turn_as_interrupted(voice_server: SimpleNamespace) -> None:
+    voice_server.services.tts = FailingTTS(fail_on=2)
+    first_sentence = LONG_REPLY.split(". ")[0] + "."
+    async with connect(voice_server.url) as ws:
+        await start(ws)
+        seen: list[Any] = []
+        await ws.send(json.dumps({"type": "input.text", "text": "tell me something long"}))
+        interrupted = await recv_until(ws, "assistant.interrupted", seen)
+        turn_id = events_of(seen, "user.perception")[0]["turn_id"]
+        [error] = events_of(seen, "error")
+        assert error["code"] == "turn_failed" and "voice model crashed" in error["message"]
+        assert seen.index(error) < seen.index(interrupted)
+        assert interrupted == {
+            "type": "assistant.interrupted",
+            "turn_id": turn_id,
+            "heard_text": first_sentence,
+        }
+        assert not events_of(seen, "assistant.done")
+        after = await text_turn(ws, "are you there?")  # the next turn is unaffected
+        assert events_of(after, "assistant.text")[0]["text"] == SHORT_REPLY
+    assert voice_server.services.dialogue.interrupted == [(ANY_SESSION, turn_id, first_sentence)]
+    user, assistant = await wait_for_records(voice_server.services.trajectory, turn_id)
+    assert user.speaker == "user" and assistant.interrupted and assistant.transcript == first_sentence
+
+
+async def test_a_dropped_turn_leaves_the_speaker_baseline_alone(
+    voice_server: SimpleNamespace, speech_clip: np.ndarray
+) -> None:
+    perceiver = voice_server.services.perceiver
+    perceiver.delay_s = 0.5
+    pcm = float32_to_pcm16(speech_clip[: int(1.6 * 16000)])  # cut mid-speech: only the flush ends it
+    async with connect(voice_server.url) as ws:
+        await start(ws)
+        await ws.send(pcm)
+        await ws.send(json.dumps({"type": "input.flush"}))
+        await asyncio.sleep(0.1)  # the spoken turn is being perceived ...
+        seen = await text_turn(ws, "never mind")  # ... when a typed turn replaces it
+        assert len(events_of(seen, "user.perception")) == 1
+        await asyncio.sleep(0.6)  # the dropped turn's perception has finished by now
+        await ws.send(pcm)
+        await ws.send(json.dumps({"type": "input.flush"}))
+        await recv_until(ws, "assistant.done")
+    # Both spoken turns were perceived, but the dropped one was not folded into the baseline.
+    assert perceiver.baseline_turns_seen == [0, 0]
+
+
 # ------------------------------------------------------------------------------------------------- HTTP
 
 
@@ -257,9 +343,17 @@ async def test_http_routes(voice_server: SimpleNamespace) -> None:
     assert (status, body) == (200, "ok")
     status, ctype, _ = await asyncio.to_thread(http_get, voice_server.http + "/pcm-worklet.js")
     assert status == 200 and ctype.startswith("text/javascript")
-    for path in ("/nope", "/../voice_server.py", "/%2e%2e/session.py"):
+    for path in ("/nope", "/../voice_server.py", "/%2e%2e/session.py", "/app.js%00", "/%00"):
         status, _, _ = await asyncio.to_thread(http_get, voice_server.http + path)
         assert status == 404, path
+
+
+def test_static_file_refuses_nul_bytes() -> None:
+    from voice.server import static_file
+
+    assert static_file("/app.js") is not None
+    assert static_file("/app.js%00") is None
+    assert static_file("/%00/x") is None
 
 
 # ------------------------------------------------------------------------------------------- shutdown

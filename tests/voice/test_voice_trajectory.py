@@ -133,7 +133,7 @@ async def test_records_ttl_audio_and_endpoint(
     user, assistant = records
     assert (user.speaker, assistant.speaker) == ("user", "assistant")
     assert user.schema_version == SCHEMA_VERSION and user.model == "fake@1" and user.label == "angry"
-    assert assistant.model == "fake-llm@1" and assistant.policy == "validate" and not assistant.interrupted
+    assert assistant.model == "fake-llm@1" and assistant.policy == "empathize" and not assistant.interrupted
     # The user's window is the speech (as long as the turn's audio); the assistant's the playback after it.
     assert user.t_end - user.t_start == pytest.approx(float(user.transcript.split()[0]), abs=0.05)
     assert user.t_end <= assistant.t_start <= assistant.t_end

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -57,9 +58,11 @@ class FakePerceiver(Perceiver):
 
     model_id = "fake@1"
 
-    def __init__(self, min_s: float = 0.25) -> None:
+    def __init__(self, min_s: float = 0.25, delay_s: float = 0.0) -> None:
         self.min_s = min_s
+        self.delay_s = delay_s  # seconds each audio perception takes (in the session's worker thread)
         self.durations: list[float] = []
+        self.baseline_turns_seen: list[int] = []  # turns the baseline had folded in, per perceive call
 
     def new_baseline(self) -> SpeakerBaseline:
         return FakeBaseline()
@@ -71,6 +74,10 @@ class FakePerceiver(Perceiver):
         if duration < self.min_s:
             raise AudioError(f"turn too short ({duration:.2f} s)")
         self.durations.append(duration)
+        if isinstance(baseline, FakeBaseline):
+            self.baseline_turns_seen.append(baseline.turns)
+        if self.delay_s:
+            time.sleep(self.delay_s)
         if isinstance(baseline, FakeBaseline):
             baseline.turns += 1
         return perception_for(f"{duration:.2f} seconds of speech", "angry")
@@ -100,11 +107,11 @@ class FakeDialogue:
             raise RuntimeError("dialogue exploded")
         text = LONG_REPLY if "long" in user_text else SHORT_REPLY
         try:
-            yield PolicyChosen("validate", Prosody(length_scale=1.1))
+            yield PolicyChosen("empathize", Prosody(length_scale=1.1))
             for piece in re.findall(r"\S+\s*", text):
                 await asyncio.sleep(self.delay_s)
                 yield TextDelta(piece)
-            yield ReplyDone(text, "validate", {"llm": 3.0})
+            yield ReplyDone(text, "empathize", {"llm": 3.0})
         except (asyncio.CancelledError, GeneratorExit):
             self.cancelled_replies += 1
             raise
@@ -128,6 +135,20 @@ class FakeTTS(TTS):
         pcm = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes()
         for i in range(0, len(pcm), 4000):
             yield pcm[i : i + 4000]
+
+
+class FailingTTS(FakeTTS):
+    """Synthesizes like :class:`FakeTTS` but raises on sentence number ``fail_on`` (1-based)."""
+
+    def __init__(self, fail_on: int = 2) -> None:
+        super().__init__()
+        self.fail_on = fail_on
+
+    def synthesize(self, text: str, prosody: Prosody | None = None) -> Iterator[bytes]:
+        if len(self.spoken) + 1 == self.fail_on:
+            self.spoken.append(text)
+            raise RuntimeError("voice model crashed")
+        return super().synthesize(text, prosody)
 
 
 @dataclass
