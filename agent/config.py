@@ -22,7 +22,8 @@ class PerceptionSettings(BaseModel):
     """How speech becomes a :class:`perception.types.Perception`."""
 
     # Which emotion estimator runs after ASR and acoustic measurement. "classical" is the shipped
-    # eGeMAPS + Whisper-encoder logistic regression; other estimators (e.g. "audiollm") register under their own name.
+    # eGeMAPS + Whisper-encoder logistic regression; "audiollm" is the dual-encoder AudioLLM (needs a
+    # trained run in estimator_path); other estimators register under their own name.
     estimator: str = "classical"
     # Path to the estimator's weights; empty means the file shipped inside the package.
     estimator_path: str = ""
