@@ -6,7 +6,10 @@
 The file (wav/ogg/flac, any rate, mono or stereo: channels are averaged) is streamed as PCM16 at its own rate,
 which ``session.start`` declares; ``--realtime`` paces it like a microphone. At the end the client sends
 ``input.flush`` unless the VAD has already ended the turn, prints the events as they arrive, and stops at the
-first ``assistant.done`` (or a turn-ending ``error``). ``--out`` saves the reply audio as a WAV file.
+first ``assistant.done`` (or a turn-ending ``error``); with both FILE and ``--text`` the text is sent once the
+file's turn has been answered. ``--out`` saves the reply audio as a WAV file. Exit status: 0; 1 on an
+``error`` event, an unreachable server or no ``assistant.done`` in time; 2 for an unreadable file or a URL
+that is not a websocket endpoint.
 
 As a library (tests, ``bench/``)::
 
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
 
 from voice.protocol import float32_to_pcm16
 
@@ -109,8 +112,10 @@ async def _receive(ws: ClientConnection, conv: Conversation, t0: float, state: d
             ends_turn = kind == "assistant.done" or (
                 kind == "error" and item.event is not None and item.event.get("code") in TURN_ENDING_ERRORS
             )
-            if ends_turn and state["input_done"].is_set():
-                state["finished"].set()
+            if ends_turn:
+                state["turn_ended"].set()
+                if state["input_done"].is_set():
+                    state["finished"].set()
     except ConnectionClosed:
         pass
     finally:
@@ -155,6 +160,7 @@ async def converse(
         state: dict[str, Any] = {
             "finished": asyncio.Event(),
             "input_done": asyncio.Event(),
+            "turn_ended": asyncio.Event(),
             "last_vad": None,
             "on_event": on_event,
         }
@@ -165,6 +171,8 @@ async def converse(
                 if flush and state["last_vad"] != "speech.stopped":
                     await ws.send(json.dumps({"type": "input.flush"}))
             if text is not None:
+                if audio is not None:  # a new turn would cancel the file's: wait for its reply first
+                    await _wait_for_answer(conv, state, timeout)
                 await ws.send(json.dumps({"type": "input.text", "text": text}))
             conv.input_done_t = time.monotonic() - t0
             state["input_done"].set()
@@ -196,6 +204,26 @@ async def stream_pcm(
             if delay > 0:
                 await asyncio.sleep(delay)
         await ws.send(float32_to_pcm16(audio[offset : offset + step]))
+
+
+async def _wait_for_answer(conv: Conversation, state: dict[str, Any], timeout: float) -> None:
+    """Wait (up to ``timeout``) until the turn in flight has been answered (``assistant.done`` or a
+    turn-ending ``error``) or the connection has closed."""
+    deadline = time.monotonic() + timeout
+    while not state["finished"].is_set():
+        state["turn_ended"].clear()
+        if _answered_after_last_speech(conv):
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        turn_ended = asyncio.ensure_future(state["turn_ended"].wait())
+        closed = asyncio.ensure_future(state["finished"].wait())
+        try:
+            await asyncio.wait({turn_ended, closed}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            turn_ended.cancel()
+            closed.cancel()
 
 
 def _answered_after_last_speech(conv: Conversation) -> bool:
@@ -289,8 +317,14 @@ def main(argv: list[str] | None = None) -> int:
                 on_event=show,
             )
         )
-    except (OSError, ConnectionClosed, RuntimeError) as exc:
-        print(f"cannot talk to {args.url}: {exc}", file=sys.stderr)
+    except (InvalidURI, WebSocketException) as exc:  # not a websocket URL, or no websocket there (404...)
+        if isinstance(exc, ConnectionClosed):
+            print(f"emo-agent talk: connection to {args.url} lost: {exc}", file=sys.stderr)
+            return 1
+        print(f"emo-agent talk: cannot open {args.url}: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as exc:
+        print(f"emo-agent talk: cannot talk to {args.url}: {exc}", file=sys.stderr)
         return 1
     pcm = conv.reply_pcm
     first_audio = conv.time_of("audio")
@@ -300,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None and pcm:
         _save_wav(args.out, pcm, conv.output_sample_rate)
         print(f"reply audio saved to {args.out}")
+    if conv.first("assistant.done") is None:
+        if not conv.errors:
+            print(f"emo-agent talk: no reply within {args.timeout:g} s", file=sys.stderr)
+        return 1
     return 1 if conv.errors else 0
 
 

@@ -29,7 +29,10 @@ the log's ``consent_default``) is false writes no record at all; with the log's 
 turn's 16 kHz audio is stored as WAV and referenced by ``audio_ref``.
 
 Every bad input becomes an ``error`` event and the connection stays open; a failing turn (unusable audio,
-a model error) becomes an ``error`` event too.
+a model error) becomes an ``error`` event too. A reply that fails after it has begun (e.g. TTS on a later
+sentence) then ends like an interrupted one: ``assistant.interrupted`` with what was heard once the audio sent
+has played, ``mark_interrupted`` and an interrupted record. A perception whose turn was dropped meanwhile is
+not folded into the speaker baseline (it runs against a copy that is kept only for live turns).
 """
 
 from __future__ import annotations

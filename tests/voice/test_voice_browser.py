@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.voice.voice_fakes import skip_or_fail
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -21,9 +23,12 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 @pytest.fixture
 async def browser_factory():
-    playwright_api = pytest.importorskip("playwright.async_api")
+    try:
+        import playwright.async_api as playwright_api
+    except ImportError:
+        skip_or_fail("playwright is not installed")
     if not Path(CHROMIUM).exists():
-        pytest.skip("chromium not installed")
+        skip_or_fail(f"chromium not installed ({CHROMIUM})")
     browsers = []
     async with playwright_api.async_playwright() as p:
 

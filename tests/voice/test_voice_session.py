@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import urllib.error
 import urllib.request
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.voice.voice_fakes import LONG_REPLY, SHORT_REPLY, FailingTTS
 from voice.client import converse
@@ -247,6 +249,12 @@ async def test_speech_barges_in(voice_server: SimpleNamespace, speech_clip: np.n
     assert voice_server.services.dialogue.interrupted[0][1] == first_turn
 
 
+async def wait_for_close(ws: ClientConnection) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in ws:
+            pass
+
+
 async def wait_for_records(trajectory: Any, turn_id: str, n: int = 2) -> list[Any]:
     async with asyncio.timeout(TIMEOUT):
         while len(records := [r for r in trajectory.records if r.turn_id == turn_id]) < n:
@@ -271,6 +279,10 @@ async def test_client_leaving_mid_reply_still_logs_the_interrupted_turn(
         await wait_for_audio(ws, seen)
         turn_id = events_of(seen, "user.perception")[0]["turn_id"]
         await asyncio.sleep(0.3)
+        # Leave mid-reply, reading on until the close handshake completes (a real client's socket does).
+        drain = asyncio.create_task(wait_for_close(ws))
+        await ws.close()
+        await asyncio.wait_for(drain, TIMEOUT)
     # The client left while the reply was playing: the turn is still logged, as interrupted.
     user, assistant = await wait_for_records(voice_server.services.trajectory, turn_id)
     assert (user.speaker, user.transcript) == ("user", "tell me something long")

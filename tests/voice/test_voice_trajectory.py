@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 
 from agent.trajectory import AUDIO_KEY_PREFIX, SCHEMA_VERSION, TrajectoryLog, audio_key, stream_key
 from tests.voice.test_voice_session import http_get, recv_until, start, text_turn
-from tests.voice.voice_fakes import free_port, make_services
+from tests.voice.voice_fakes import free_port, make_services, skip_or_fail
 from voice import protocol as proto
 from voice.client import converse
 from voice.server import serve
@@ -40,7 +40,7 @@ async def redis_client() -> AsyncIterator[aioredis.Redis]:
         await client.ping()
     except Exception as exc:
         await client.aclose()
-        pytest.skip(f"no Redis: {exc}")
+        skip_or_fail(f"no Redis at the test URL: {exc}")
     yield client
     await client.aclose()
 

@@ -88,8 +88,9 @@ function onEvent(ev) {
       break;
     case "speech.started":
       ui.vad.dataset.vad = "speech";
-      ui.vad.textContent = "Hearing you…";
-      if (player && player.playing) { player.stop(); acceptAudio = false; }
+      // A cue only: playback stops on assistant.interrupted, once the server has decided it is a barge-in
+      // (barge_in_ms of speech), so a short noise does not silence a reply the server counts as heard.
+      ui.vad.textContent = player && player.playing ? "Hearing you… (keep talking to interrupt)" : "Hearing you…";
       break;
     case "speech.stopped":
       ui.vad.dataset.vad = "silence";
