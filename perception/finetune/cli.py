@@ -134,6 +134,7 @@ def _run(args: argparse.Namespace) -> int:
             argparse.Namespace(data=[f"manifest={args.eval_manifest}"], manifest=[], limit=None)
         )
     cache = FeatureCache(cache_dir, WhisperFeatureExtractor(config, cache_dir))
+    clips = cache.warm(clips, progress=not args.no_progress)  # unusable audio is logged and left out
     pools, stats = prepare_items(
         clips, cache, build_teacher(args.teacher), tuple(config.labels), progress=not args.no_progress
     )
@@ -142,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
     (out / NORMS_NAME).write_text(json.dumps(norms.to_json(), indent=2) + "\n")  # the perceiver's reference
     held_items = []
     if held_out:
-        cache.warm(held_out, progress=not args.no_progress)
+        held_out = cache.warm(held_out, progress=not args.no_progress)
         held_items = eval_items(held_out, [cache.get(c) for c in held_out], tuple(config.labels))
     print(
         f"clips {len(clips)}; items "

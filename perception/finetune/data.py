@@ -54,7 +54,7 @@ def build_items(
 def prepare_items(
     clips: list[Clip], cache: FeatureCache, teacher: Teacher, labels: tuple[str, ...], progress: bool = True
 ) -> tuple[dict[str, list[TrainItem]], SupervisionStats]:
-    cache.warm(clips, progress=progress)
+    clips = cache.warm(clips, progress=progress)
     return build_items(clips, [cache.get(c) for c in clips], teacher, labels)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from tqdm import tqdm
 
 from perception.audiollm.configuration import DualEncoderConfig
 from perception.finetune.datasets import Clip
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,12 +113,18 @@ class FeatureCache:
         tmp.replace(path)
         return features
 
-    def warm(self, clips: Iterable[Clip], progress: bool = True) -> int:
-        """Compute every missing entry (with a progress bar); returns how many were computed."""
-        clips = list(clips)
-        computed = 0
-        for clip in tqdm(clips, desc="features", unit="clip", disable=not progress):
+    def warm(self, clips: Iterable[Clip], progress: bool = True) -> list[Clip]:
+        """Compute every missing entry (with a progress bar). Returns the usable clips: one that is not
+        usable audio (silent, too short, unreadable) is logged and left out, never fatal to a corpus."""
+        from perception.base import AudioError
+
+        usable: list[Clip] = []
+        for clip in tqdm(list(clips), desc="features", unit="clip", disable=not progress):
             if not self.key(clip).is_file():
-                self.get(clip)
-                computed += 1
-        return computed
+                try:
+                    self.get(clip)
+                except AudioError as exc:
+                    log.warning("skipping %s: %s", clip.path.name, exc)
+                    continue
+            usable.append(clip)
+        return usable

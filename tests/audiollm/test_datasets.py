@@ -117,8 +117,26 @@ def test_feature_cache_computes_once(tmp_path):
         )
 
     cache = FeatureCache(tmp_path / "cache", extractor, signature="test")
-    assert cache.warm(clips, progress=False) == 1
-    assert cache.warm(clips, progress=False) == 0
+    assert cache.warm(clips, progress=False) == clips
+    assert cache.warm(clips, progress=False) == clips
     got = cache.get(clips[0])
     assert len(calls) == 1 and got.semantic.shape == (5, 4) and got.cues == {"pitch_mean": 3.0}
     assert got.transcript == "hi" and got.semantic.dtype == np.float32
+
+
+def test_unusable_clips_are_left_out_not_fatal(tmp_path):
+    from perception.base import AudioError
+
+    folder = tmp_path / "c"
+    _wav(folder / "1001_DFA_ANG_XX.wav")
+    _wav(folder / "1002_DFA_SAD_XX.wav")
+    clips, _ = load_crema_d(folder)
+
+    def extractor(clip):
+        if "1002" in clip.path.name:
+            raise AudioError("audio is silent")
+        return ClipFeatures(np.ones((5, 4), np.float32), np.ones((8, 10), np.float32), {}, "hi")
+
+    cache = FeatureCache(tmp_path / "cache", extractor, signature="test")
+    usable = cache.warm(clips, progress=False)
+    assert [c.path.name for c in usable] == ["1001_DFA_ANG_XX.wav"]
