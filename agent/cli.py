@@ -109,7 +109,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         perceiver = build_perceiver(_settings().perception)
     except PerceptionError as exc:
         raise UserError(str(exc)) from exc
-    report = evaluate(perceiver, rows, limit=args.limit, progress=True, skipped=skipped)
+    report = evaluate(
+        perceiver,
+        rows,
+        limit=args.limit,
+        progress=True,
+        skipped=skipped,
+        speaker_baseline=not args.no_speaker_baseline,
+    )
     print(format_report(report))
     if out is not None:
         out.write_text(json.dumps(report, indent=2), encoding="utf-8")
@@ -273,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.add_argument("--limit", type=_non_negative, default=None, help="first N rows with a usable label only")
+    p.add_argument(
+        "--no-speaker-baseline",
+        action="store_true",
+        help="perceive every clip alone (default: a speaker's clips are one conversation with a baseline)",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="export sessions' emotional trajectories")

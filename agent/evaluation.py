@@ -138,17 +138,39 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> float | Non
 # -- evaluation ---------------------------------------------------------------------------------------
 
 
+def conversation_order(speakers: list[str | None], seed: int = 0) -> list[int]:
+    """Indices grouped by speaker (sorted), each speaker's clips in a seeded random order: how clips are
+    fed to a per-speaker running baseline, as the turns of one conversation with no label order to
+    exploit. Clips without a speaker come last, in their own order."""
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[int]] = {}
+    alone: list[int] = []
+    for i, speaker in enumerate(speakers):
+        (groups.setdefault(speaker, []) if speaker else alone).append(i)
+    order: list[int] = []
+    for speaker in sorted(groups):
+        idx = groups[speaker]
+        order.extend(idx[j] for j in rng.permutation(len(idx)))
+    return order + alone
+
+
 def evaluate(
     perceiver: Perceiver,
     rows: list[ManifestRow],
     limit: int | None = None,
     progress: bool = True,
     skipped: int | Mapping[str, int] = 0,
+    speaker_baseline: bool = True,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Perceive every row and return the eval report (exactly the contract's keys).
 
     Clips that are not usable audio are counted in ``skipped`` together with the manifest's unmapped
     labels (pass :func:`read_manifest`'s skipped counter, or their number, as ``skipped``).
+
+    With ``speaker_baseline`` (default) each speaker's clips are perceived as the turns of one
+    conversation, in :func:`conversation_order` (a seeded shuffle), against one running
+    ``perceiver.new_baseline()``, as the live loop does; rows without a speaker are perceived alone.
     """
     skipped = sum(skipped.values()) if isinstance(skipped, Mapping) else int(skipped)
     from tqdm import tqdm
@@ -165,14 +187,26 @@ def evaluate(
     claims = verified = 0
     audio_s = processing_s = 0.0
     model = perceiver.model_id
+    if speaker_baseline:
+        rows = [rows[i] for i in conversation_order([r.speaker for r in rows], seed)]
+    baselines: dict[str, Any] = {}
     for row in tqdm(rows, desc="perceiving", unit="clip", disable=not progress, file=sys.stderr):
         try:
             audio = load_audio(row.path)
         except AudioError:
             skipped += 1
             continue
+        baseline = None
+        if speaker_baseline and row.speaker:
+            baseline = baselines.get(row.speaker)
+            if baseline is None:
+                baseline = baselines[row.speaker] = perceiver.new_baseline()
         start = time.perf_counter()
-        perception, cues = perceiver.perceive_with_cues(audio)
+        try:
+            perception, cues = perceiver.perceive_with_cues(audio, baseline=baseline)
+        except AudioError:
+            skipped += 1
+            continue
         processing_s += time.perf_counter() - start
         audio_s += len(audio) / 16_000
         model = perception.model

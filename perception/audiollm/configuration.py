@@ -113,8 +113,17 @@ class DualEncoderConfig:
     # per-label scores in one pass; its loss is added with this weight (0 disables the head).
     aux_head: bool = True
     aux_loss_weight: float = 0.5
+    # 0: the head is linear over the mean of all audio tokens. > 0: an MLP of this width over the mean and
+    # standard deviation of each stream's tokens (how a voice varies over the turn carries emotion too).
+    aux_hidden: int = 256
     # Where label_scores come from: "lm" (label-token likelihoods at the answer position) or "aux".
-    score_source: Literal["lm", "aux"] = "lm"
+    score_source: Literal["lm", "aux"] = "aux"
+    # Per-speaker standardisation of both streams (perception.audiollm.speaker_norm): each clip is
+    # compared with its speaker's statistics, blended with the corpus ones by k / (k + prior) after k clips.
+    speaker_norm: bool = True
+    speaker_norm_prior: float = 10.0
+    # Training-time augmentation of the log-mel stream (SpecAugment-style masks, level and noise jitter).
+    augment: bool = True
     max_audio_seconds: float = 30.0
     version: str = "0.1.0"
 

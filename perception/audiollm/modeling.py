@@ -74,6 +74,22 @@ def _valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
     return torch.arange(size, device=lengths.device)[None] < lengths[:, None]  # (B, size)
 
 
+def _build_aux_head(config: DualEncoderConfig, hidden: int, tower_widths: tuple[int, int]) -> nn.Module:
+    """Linear over the mean audio token (``aux_hidden=0``), else an MLP over each stream's token mean and
+    std plus the towers' pooled states (mean and std over frames)."""
+    if not config.aux_hidden:
+        return nn.Linear(hidden, len(config.labels))
+    width = 4 * hidden + 2 * sum(tower_widths)
+    return nn.Sequential(
+        nn.LayerNorm(width),
+        nn.Dropout(0.2),
+        nn.Linear(width, config.aux_hidden),
+        nn.GELU(),
+        nn.Dropout(0.2),
+        nn.Linear(config.aux_hidden, len(config.labels)),
+    )
+
+
 class DualEncoderForEmotionReasoning(nn.Module):
     """Semantic + paralinguistic audio towers feeding a causal LM through placeholder tokens."""
 
@@ -97,7 +113,11 @@ class DualEncoderForEmotionReasoning(nn.Module):
             hidden,
             config.projector,
         )
-        self.aux_head = nn.Linear(hidden, len(config.labels)) if config.aux_head else None
+        widths = (
+            tower_width(self.semantic_tower, config.semantic.hidden_size),
+            tower_width(self.paralinguistic_tower, config.paralinguistic.hidden_size),
+        )
+        self.aux_head = _build_aux_head(config, hidden, widths) if config.aux_head else None
         self.language_model = self._prepare_language_model(language_model)
         self.freeze_pretrained()
 
@@ -147,9 +167,11 @@ class DualEncoderForEmotionReasoning(nn.Module):
         paralinguistic_features: torch.Tensor,
         semantic_lengths: torch.Tensor | None = None,
         paralinguistic_lengths: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return_pooled: bool = False,
+    ):
         """Projected audio tokens of a batch, flattened: ``(N, H)`` with N the sum over clips of semantic
-        then paralinguistic tokens, and the per-clip counts ``(B, 2)``."""
+        then paralinguistic tokens, and the per-clip counts ``(B, 2)``. With ``return_pooled`` also the
+        towers' states pooled per clip, ``(B, 2 * (C_sem + C_para))`` (mean and std over valid frames)."""
         b = semantic_features.shape[0]
         device = semantic_features.device
         if semantic_lengths is None:
@@ -158,7 +180,7 @@ class DualEncoderForEmotionReasoning(nn.Module):
             paralinguistic_lengths = torch.full(
                 (b,), paralinguistic_features.shape[-1], dtype=torch.long, device=device
             )
-        streams = []
+        streams, pooled = [], []
         for tower, projector, features, lengths in (
             (self.semantic_tower, self.semantic_projector, semantic_features, semantic_lengths),
             (
@@ -169,7 +191,13 @@ class DualEncoderForEmotionReasoning(nn.Module):
             ),
         ):
             states, frame_lengths = tower(features, lengths)  # (B, T', C), (B,)
-            states = states * _valid_mask(frame_lengths, states.shape[1])[..., None]  # padding -> 0
+            valid = _valid_mask(frame_lengths, states.shape[1])[..., None]  # (B, T', 1)
+            states = states * valid  # padding -> 0
+            if return_pooled:
+                n = valid.sum(dim=1).clamp(min=1)  # (B, 1)
+                mean = states.sum(dim=1) / n
+                var = (((states - mean[:, None]) * valid) ** 2).sum(dim=1) / n
+                pooled.append(torch.cat([mean, (var + 1e-6).sqrt()], dim=-1))
             tokens = projector(states)  # (B, T'/k, H)
             counts = torch.tensor(
                 [stacked_length(int(n), projector.stack) for n in frame_lengths], device=device
@@ -178,14 +206,68 @@ class DualEncoderForEmotionReasoning(nn.Module):
         (sem, n_sem), (para, n_para) = streams
         valid = torch.cat([_valid_mask(n_sem, sem.shape[1]), _valid_mask(n_para, para.shape[1])], dim=1)
         merged = torch.cat([sem, para], dim=1)  # (B, T_s + T_p, H), semantic first
+        if return_pooled:
+            return merged[valid], torch.stack([n_sem, n_para], dim=1), torch.cat(pooled, dim=-1)
         return merged[valid], torch.stack([n_sem, n_para], dim=1)  # (N, H), (B, 2)
 
-    def _aux_logits(self, audio: torch.Tensor, counts: torch.Tensor) -> torch.Tensor | None:
+    def _aux_logits(
+        self, audio: torch.Tensor, counts: torch.Tensor, pooled_states: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         if self.aux_head is None:
             return None
-        per_clip = torch.split(audio, counts.sum(dim=1).tolist())
-        pooled = torch.stack([chunk.mean(dim=0) for chunk in per_clip])  # (B, H)
+        if not self.config.aux_hidden:
+            per_clip = torch.split(audio, counts.sum(dim=1).tolist())
+            pooled = torch.stack([chunk.mean(dim=0) for chunk in per_clip])  # (B, H)
+            return self.aux_head(pooled)  # (B, n_labels)
+        chunks = torch.split(audio, counts.reshape(-1).tolist())  # sem_0, para_0, sem_1, para_1, ...
+        stats = [torch.cat([c.mean(dim=0), c.std(dim=0, correction=0)]) for c in chunks]  # (2H,) each
+        pooled = torch.stack([torch.cat(stats[i : i + 2]) for i in range(0, len(stats), 2)])  # (B, 4H)
+        if pooled_states is not None:
+            pooled = torch.cat([pooled, pooled_states], dim=-1)  # + the towers' pooled states
         return self.aux_head(pooled)  # (B, n_labels)
+
+    def _aux_from_inputs(
+        self,
+        semantic_features: torch.Tensor,
+        paralinguistic_features: torch.Tensor,
+        semantic_lengths: torch.Tensor | None,
+        paralinguistic_lengths: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(audio tokens, counts, aux logits)`` from one pass over the towers."""
+        pooled = None
+        if self.aux_head is not None and self.config.aux_hidden:
+            audio, counts, pooled = self.embed_audio(
+                semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths, True
+            )
+        else:
+            audio, counts = self.embed_audio(
+                semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths
+            )
+        return audio, counts, self._aux_logits(audio, counts, pooled)
+
+    def emotion_logits(
+        self,
+        semantic_features: torch.Tensor,
+        paralinguistic_features: torch.Tensor,
+        semantic_lengths: torch.Tensor | None = None,
+        paralinguistic_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The aux head's ``(B, n_labels)`` logits from the audio alone (no LM pass)."""
+        if self.aux_head is None:
+            raise ValueError("this model has no aux head (config.aux_head=False)")
+        return self._aux_from_inputs(  # type: ignore[return-value]
+            semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths
+        )[2]
+
+    def aux_loss(self, emotion_labels: torch.Tensor, **batch: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the aux head alone: the cheap emotion objective (no LM pass)."""
+        logits = self.emotion_logits(
+            batch["semantic_features"],
+            batch["paralinguistic_features"],
+            batch.get("semantic_lengths"),
+            batch.get("paralinguistic_lengths"),
+        )
+        return F.cross_entropy(logits.float(), emotion_labels, ignore_index=IGNORE_INDEX)
 
     def merge_audio(self, input_ids: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Input embeddings ``(B, L, H)`` with the placeholders replaced by ``audio`` ``(N, H)``."""
@@ -213,7 +295,7 @@ class DualEncoderForEmotionReasoning(nn.Module):
     ) -> DualEncoderOutput:
         """``labels``: ``(B, L)`` token targets (-100 where ignored; shifted inside). ``emotion_labels``:
         ``(B,)`` indices into ``config.labels`` (-100 for clips without one) for the aux head."""
-        audio, counts = self.embed_audio(
+        audio, counts, aux_logits = self._aux_from_inputs(
             semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths
         )
         embeds = self.merge_audio(input_ids, audio)
@@ -221,7 +303,6 @@ class DualEncoderForEmotionReasoning(nn.Module):
         logits = self.language_model(
             inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids
         ).logits  # (B, L, V)
-        aux_logits = self._aux_logits(audio, counts)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(

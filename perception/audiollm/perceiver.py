@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from perception.audiollm.configuration import CONFIG_NAME, DualEncoderConfig
 from perception.audiollm.modeling import DualEncoderForEmotionReasoning, resolve_language_model
 from perception.audiollm.parsing import ParsedGeneration, parse_generation
 from perception.audiollm.processing import DualEncoderProcessor
+from perception.audiollm.speaker_norm import FEATURE_NORMS_NAME, FeatureNorms, SpeakerFeatures
 from perception.base import SAMPLE_RATE, Perceiver, PerceptionError, SpeakerBaseline
 from perception.estimator import ClassicalEstimator, valence_arousal
 from perception.grounding import verify_item
@@ -58,6 +59,19 @@ class TurnFeatures:
 
 
 FeatureFn = Callable[[np.ndarray], TurnFeatures]
+
+
+@dataclass
+class AudioLLMBaseline(RunningBaseline):
+    """The speaker's running cue statistics plus, for a ``speaker_norm`` model, the running statistics
+    of both audio streams the model's input is standardised with."""
+
+    features: SpeakerFeatures | None = field(default=None)
+
+    def reset(self) -> None:
+        super().reset()
+        if self.features is not None:
+            self.features.reset()
 
 
 class WhisperTurnFeatures:
@@ -150,6 +164,7 @@ class AudioLLMPerceiver(Perceiver):
         self.features = features or WhisperTurnFeatures(self.config, self.settings)
         self.analyzer = analyzer or AcousticAnalyzer()
         self.norms = norms or _load_norms(path)
+        self.feature_norms = _load_feature_norms(path) if self.config.speaker_norm else None
         self.max_new_tokens = max_new_tokens
         self.model_id = f"dual-encoder:{run_name(path)}@{self.config.version}"
         self._lock = threading.Lock()
@@ -161,8 +176,21 @@ class AudioLLMPerceiver(Perceiver):
         noise = np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32) * 0.01
         self.perceive(noise)
 
-    def new_baseline(self) -> RunningBaseline:
-        return RunningBaseline(self.norms)
+    def new_baseline(self) -> AudioLLMBaseline:
+        features = SpeakerFeatures(self.config, self.feature_norms) if self.feature_norms else None
+        return AudioLLMBaseline(self.norms, features=features)
+
+    def normalized(self, turn: TurnFeatures, baseline: RunningBaseline | None) -> TurnFeatures:
+        """The turn's streams standardised against the speaker so far, this turn included (a first turn
+        is judged mostly against the training corpus); unchanged for models without ``speaker_norm``."""
+        if self.feature_norms is None:
+            return turn
+        speaker = getattr(baseline, "features", None)
+        if speaker is None:  # no conversation (or a plain cue baseline): this turn alone
+            speaker = SpeakerFeatures(self.config, self.feature_norms)
+        speaker.add(turn.semantic, turn.paralinguistic)
+        sem, para = speaker.normalize(turn.semantic, turn.paralinguistic)
+        return TurnFeatures(turn.transcript, sem, para, turn.timings_ms)
 
     def perceive(
         self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, baseline: SpeakerBaseline | None = None
@@ -178,6 +206,7 @@ class AudioLLMPerceiver(Perceiver):
             raise TypeError(f"AudioLLMPerceiver needs a RunningBaseline, got {type(baseline).__name__}")
         turn = self.features(audio)
         timings = dict(turn.timings_ms)
+        turn = self.normalized(turn, baseline)
 
         start = time.perf_counter()
         cues = self.analyzer.measure(audio).cues(turn.transcript)
@@ -192,7 +221,7 @@ class AudioLLMPerceiver(Perceiver):
         timings["estimate"] = _ms(start)
 
         start = time.perf_counter()
-        parsed = parse_generation(self.generate_text(turn), self.labels)
+        parsed = parse_generation(self.generate_text(turn, label), self.labels)
         seeded = reference.n_turns < reference.min_turns
         text, evidence = self.grounded_reasoning(
             parsed,
@@ -232,14 +261,21 @@ class AudioLLMPerceiver(Perceiver):
         rounded[int(np.argmax(rounded))] += 1.0 - rounded.sum()
         return {label: round(float(v), 4) for label, v in zip(self.labels, rounded, strict=True)}
 
-    def generate_text(self, turn: TurnFeatures) -> str:
-        """The model's ``emotion_reasoning`` answer (greedy)."""
-        batch = self._batch("emotion_reasoning", turn)
+    def generate_text(self, turn: TurnFeatures, label: str | None = None) -> str:
+        """The model's ``emotion_reasoning`` answer (greedy). With ``label`` the answer is started as
+        ``label: <label>`` and the model writes the evidence and reasoning for it, so the explanation is
+        about the label the scores chose."""
+        prefix = f"label: {label}\n" if label else ""
+        example = self.processor.encode(
+            "emotion_reasoning", turn.semantic, turn.paralinguistic, prefix=prefix
+        )
+        batch = self.processor.collate([example], padding_side="left")
+        batch.pop("emotion_labels", None)
         with self._lock:
             new = self.model.generate(
                 **batch, max_new_tokens=self.max_new_tokens, pad_token_id=self.processor.pad_id
             )
-        return self.processor.decode(new)[0]
+        return prefix + self.processor.decode(new)[0]
 
     # -- reasoning ------------------------------------------------------------------------------------
     def grounded_reasoning(
@@ -291,6 +327,20 @@ def _load_norms(path: Path) -> CorpusNorms:
         if candidate.is_file():
             return CorpusNorms.from_json(json.loads(candidate.read_text()))
     return ClassicalEstimator.load().norms
+
+
+def _load_feature_norms(path: Path) -> FeatureNorms:
+    """The training corpus's stream statistics (``feature_norms.json`` in the folder or its run folder)."""
+    for candidate in (path / FEATURE_NORMS_NAME, path.parent / FEATURE_NORMS_NAME):
+        if candidate.is_file():
+            try:
+                return FeatureNorms.load(candidate)
+            except (OSError, ValueError, KeyError) as exc:
+                raise PerceptionError(f"cannot read {candidate}: {exc}") from exc
+    raise PerceptionError(
+        f"the AudioLLM run at {path} normalises per speaker but has no {FEATURE_NORMS_NAME} "
+        "(written by `emo-agent train` into the run folder)"
+    )
 
 
 def _ms(start: float) -> float:

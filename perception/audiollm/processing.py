@@ -108,14 +108,21 @@ class DualEncoderProcessor:
         paralinguistic_features: np.ndarray,
         target: str | None = None,
         emotion: str | None = None,
+        prefix: str = "",
     ) -> EncodedExample:
-        """A prompt with the right number of placeholders; with ``target``, its ids and masked labels."""
+        """A prompt with the right number of placeholders; with ``target``, its ids and masked labels.
+        ``prefix`` (prompts only) starts the answer, e.g. ``"label: sad\n"`` to have the model explain a
+        given label."""
         n_sem, n_para = audio_token_counts(
             self.config,
             int(semantic_features.shape[0 if self.config.semantic.kind == "whisper-ct2" else -1]),
             int(paralinguistic_features.shape[-1]),
         )
         prompt = self.prompt_ids(task, n_sem + n_para)
+        if prefix:
+            if target is not None:
+                raise ValueError("prefix is for prompts; put it in the target when training")
+            prompt = prompt + self._ids(prefix)
         labels = None
         if target is not None:
             answer = self.target_ids(target)

@@ -33,14 +33,16 @@ def label_scores(
     single_pass: bool = True,
 ) -> torch.Tensor:
     """``(B, n_labels)`` probabilities. ``input_ids`` are left-padded ``emotion`` prompts (no answer)."""
-    audio, counts = model.embed_audio(
+    if source == "aux":
+        if model.aux_head is None:
+            raise ValueError("score_source 'aux' needs a model built with aux_head=True")
+        logits = model.emotion_logits(
+            semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths
+        )
+        return logits.float().softmax(dim=-1)
+    audio, _ = model.embed_audio(
         semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths
     )
-    if source == "aux":
-        logits = model._aux_logits(audio, counts)
-        if logits is None:
-            raise ValueError("score_source 'aux' needs a model built with aux_head=True")
-        return logits.float().softmax(dim=-1)
     if source != "lm":
         raise ValueError(f"unknown score source {source!r} (known: lm, aux)")
     if not label_token_ids:

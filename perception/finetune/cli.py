@@ -42,7 +42,14 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:  # argparse._SubPar
     p.add_argument(
         "--steps", default="300,300,200", help="steps per phase (speech,emotion,joint); joint uses their sum"
     )
+    p.add_argument(
+        "--aux-steps",
+        type=int,
+        default=0,
+        help="steps of the emotion-aux phase (aux head only, no LM pass; before the joint phase)",
+    )
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--aux-batch-size", type=int, default=32, help="batch size of the emotion-aux phase")
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--save-every", type=int, default=50)
@@ -105,7 +112,7 @@ def _run(args: argparse.Namespace) -> int:
     from perception.audiollm import DualEncoderConfig, DualEncoderForEmotionReasoning, DualEncoderProcessor
     from perception.audiollm.modeling import resolve_language_model
     from perception.audiollm.perceiver import NORMS_NAME
-    from perception.finetune.data import BatchSampler, prepare_items
+    from perception.finetune.data import BatchSampler, SpeakerNormalizer, prepare_items
     from perception.finetune.evaluation import HeldOutEvaluator, eval_items, holdout_speakers
     from perception.finetune.features import FeatureCache, WhisperFeatureExtractor
     from perception.finetune.schedule import build_schedule
@@ -119,7 +126,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = DualEncoderConfig.load(config_path) if config_path else DualEncoderConfig()
         steps = [int(s) for s in str(args.steps).split(",") if s.strip()]
-        schedule = build_schedule(args.schedule, steps)
+        schedule = build_schedule(args.schedule, steps, args.aux_steps)
+        for phase in schedule.phases:
+            if phase.objective == "aux":
+                phase.batch_size = args.aux_batch_size
     except (OSError, ValueError, TypeError) as exc:
         raise PerceptionError(f"bad configuration: {exc}") from exc
     clips = _clips(args)
@@ -141,6 +151,10 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     norms = CorpusNorms.from_samples([cache.get(c).cues for c in clips])
     (out / NORMS_NAME).write_text(json.dumps(norms.to_json(), indent=2) + "\n")  # the perceiver's reference
+    normalizer = None
+    if config.speaker_norm:
+        normalizer = SpeakerNormalizer.from_pools(config, pools)
+        normalizer.norms.save(out)  # the perceiver's reference for a new speaker's voice
     held_items = []
     if held_out:
         held_out = cache.warm(held_out, progress=not args.no_progress)
@@ -159,11 +173,15 @@ def _run(args: argparse.Namespace) -> int:
     tokenizer = AutoTokenizer.from_pretrained(resolve_language_model(config.language_model, cache_dir))
     processor = DualEncoderProcessor(config, tokenizer)
     config.save(out)
-    evaluator = HeldOutEvaluator(held_items, processor, args.batch_size) if held_items else None
+    evaluator = None
+    if held_items:
+        evaluator = HeldOutEvaluator(
+            held_items, processor, args.batch_size, norms=normalizer.norms if normalizer else None
+        )
     model = DualEncoderForEmotionReasoning.from_config(config, cache_dir)
     trainer = Trainer(
         model,
-        BatchSampler(pools, processor, seed=args.seed),
+        BatchSampler(pools, processor, seed=args.seed, normalizer=normalizer, augment=config.augment),
         TrainConfig(
             out,
             schedule,

@@ -2,7 +2,10 @@
 the deterministic batch sampler the trainer draws from.
 
 Batches depend only on ``(seed, global step)``, so a resumed run draws exactly the batches the
-interrupted one would have.
+interrupted one would have. With the config's ``speaker_norm`` every clip is standardised against its
+speaker's statistics (:mod:`perception.audiollm.speaker_norm`) at a randomly drawn conversation depth
+``k``, as the run-time baseline would after ``k`` turns; with ``augment`` the log-mel stream gets level,
+noise and SpecAugment-style masks and the semantic stream time masks.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from perception.audiollm.configuration import DualEncoderConfig
 from perception.audiollm.processing import DualEncoderProcessor, EncodedExample, Task
+from perception.audiollm.speaker_norm import FeatureNorms, StreamStats, normalize_clip, speaker_stats
 from perception.finetune.datasets import Clip
 from perception.finetune.features import ClipFeatures, FeatureCache
 from perception.finetune.supervision import SupervisionStats, Teacher, TeacherInput, corpus_zscores, supervise
@@ -24,6 +29,7 @@ class TrainItem:
     paralinguistic: np.ndarray
     target: str
     emotion: str | None
+    speaker: str | None = None
 
 
 def build_items(
@@ -39,14 +45,18 @@ def build_items(
     for clip, feat in zip(clips, features, strict=True):
         if feat.transcript.strip():
             pools["asr"].append(
-                TrainItem("asr", feat.semantic, feat.paralinguistic, feat.transcript, clip.emotion)
+                TrainItem(
+                    "asr", feat.semantic, feat.paralinguistic, feat.transcript, clip.emotion, clip.speaker
+                )
             )
     for i, target in zip(labelled, targets, strict=True):
-        feat, label = features[i], clips[i].emotion
-        pools["emotion"].append(TrainItem("emotion", feat.semantic, feat.paralinguistic, label or "", label))
+        feat, label, speaker = features[i], clips[i].emotion, clips[i].speaker
+        pools["emotion"].append(
+            TrainItem("emotion", feat.semantic, feat.paralinguistic, label or "", label, speaker)
+        )
         if target is not None:
             pools["emotion_reasoning"].append(
-                TrainItem("emotion_reasoning", feat.semantic, feat.paralinguistic, target, label)
+                TrainItem("emotion_reasoning", feat.semantic, feat.paralinguistic, target, label, speaker)
             )
     return pools, stats
 
@@ -58,15 +68,98 @@ def prepare_items(
     return build_items(clips, [cache.get(c) for c in clips], teacher, labels)
 
 
+class SpeakerNormalizer:
+    """Training-time speaker normalisation: every speaker's statistics over its clips, the corpus's."""
+
+    def __init__(self, config: DualEncoderConfig, norms: FeatureNorms, items: list[TrainItem]) -> None:
+        self.config = config
+        self.norms = norms
+        by_speaker: dict[str, list[TrainItem]] = {}
+        for item in items:
+            if item.speaker:
+                by_speaker.setdefault(item.speaker, []).append(item)
+        self.stats: dict[str, dict[str, StreamStats]] = {
+            spk: speaker_stats(config, [(i.semantic, i.paralinguistic) for i in group])
+            for spk, group in by_speaker.items()
+        }
+
+    @classmethod
+    def from_pools(cls, config: DualEncoderConfig, pools: dict[str, list[TrainItem]]) -> SpeakerNormalizer:
+        """Statistics from the distinct clips of the pools (the ``emotion`` pool, else any)."""
+        items = pools.get("emotion") or next((p for p in pools.values() if p), [])
+        norms = FeatureNorms.fit(config, [(i.semantic, i.paralinguistic) for i in items])
+        return cls(config, norms, items)
+
+    def __call__(
+        self, semantic: np.ndarray, paralinguistic: np.ndarray, speaker: str | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        stats = self.stats.get(speaker or "")
+        depth = None
+        if stats:
+            clips = max(s.n_clips for s in stats.values())
+            depth = int(rng.integers(1, max(2, min(clips, 40)) + 1))  # a conversation k turns in
+        return normalize_clip(self.config, self.norms, semantic, paralinguistic, stats, depth)
+
+
+def augment_streams(
+    config: DualEncoderConfig, semantic: np.ndarray, paralinguistic: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Another room and microphone, cheaply, on cached features (run before normalisation).
+
+    Log-mel (Whisper's scale, ``(log10 power + 4) / 4``): a -6..+6 dB level change, a noise floor
+    20-45 dB below the loudest bin with a random spectral tilt, two frequency and two time masks.
+    Semantic states: two time masks. Other input kinds pass through.
+    """
+    if config.paralinguistic.kind == "mel-cnn":
+        mel = paralinguistic.astype(np.float64)
+        power = mel * 4.0 - 4.0 + rng.uniform(-0.6, 0.6)  # log10 power, level jitter
+        n_mels, frames = power.shape
+        tilt = np.linspace(0.0, rng.uniform(-1.0, 1.0), n_mels)[:, None]
+        floor = power.max() - rng.uniform(2.0, 4.5) + tilt
+        noisy = np.log10(10.0**power + 10.0**floor)
+        mel = ((np.maximum(noisy, noisy.max() - 8.0) + 4.0) / 4.0).astype(np.float32)
+        for _ in range(2):
+            width = int(rng.integers(0, 9))
+            start = int(rng.integers(0, max(1, n_mels - width)))
+            mel[start : start + width] = mel.mean()
+            width = int(rng.integers(0, max(1, frames // 10) + 1))
+            start = int(rng.integers(0, max(1, frames - width)))
+            mel[:, start : start + width] = mel.mean()
+        paralinguistic = mel
+    if config.semantic.kind == "whisper-ct2":
+        semantic = semantic.copy()
+        frames = semantic.shape[0]
+        for _ in range(2):
+            width = int(rng.integers(0, max(1, frames // 10) + 1))
+            start = int(rng.integers(0, max(1, frames - width)))
+            semantic[start : start + width] = semantic.mean(axis=0)
+    return semantic, paralinguistic
+
+
 class BatchSampler:
     """Draws a batch for a global step: a task by the phase's weights, then items of that task."""
 
     def __init__(
-        self, pools: dict[str, list[TrainItem]], processor: DualEncoderProcessor, seed: int = 0
+        self,
+        pools: dict[str, list[TrainItem]],
+        processor: DualEncoderProcessor,
+        seed: int = 0,
+        normalizer: SpeakerNormalizer | None = None,
+        augment: bool = False,
     ) -> None:
         self.pools = pools
         self.processor = processor
         self.seed = seed
+        self.normalizer = normalizer
+        self.augment = augment
+
+    def _features(self, item: TrainItem, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        sem, para = item.semantic, item.paralinguistic
+        if self.augment and rng.random() < 0.5:
+            sem, para = augment_streams(self.processor.config, sem, para, rng)
+        if self.normalizer is not None:
+            sem, para = self.normalizer(sem, para, item.speaker, rng)
+        return sem, para
 
     def batch(
         self, global_step: int, tasks: dict[str, float], batch_size: int
@@ -79,14 +172,10 @@ class BatchSampler:
         task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
         pool = self.pools[task]
         picks = rng.choice(len(pool), size=batch_size, replace=len(pool) < batch_size)
-        examples = [
-            self.processor.encode(
-                pool[i].task,
-                pool[i].semantic,
-                pool[i].paralinguistic,
-                target=pool[i].target,
-                emotion=pool[i].emotion,
+        examples = []
+        for i in picks:
+            sem, para = self._features(pool[i], rng)
+            examples.append(
+                self.processor.encode(pool[i].task, sem, para, target=pool[i].target, emotion=pool[i].emotion)
             )
-            for i in picks
-        ]
         return task, examples

@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.evaluation import confusion_matrix, metrics_from_confusion
+from agent.evaluation import confusion_matrix, conversation_order, metrics_from_confusion
+from perception.audiollm.configuration import DualEncoderConfig
 from perception.audiollm.modeling import DualEncoderForEmotionReasoning
 from perception.audiollm.processing import DualEncoderProcessor
+from perception.audiollm.speaker_norm import FeatureNorms, SpeakerFeatures
 from perception.finetune.datasets import Clip
 from perception.finetune.features import ClipFeatures
 
@@ -27,15 +29,32 @@ class EvalItem:
     semantic: np.ndarray
     paralinguistic: np.ndarray
     emotion: str
+    speaker: str | None = None
 
 
 def eval_items(clips: list[Clip], features: list[ClipFeatures], labels: tuple[str, ...]) -> list[EvalItem]:
     """Held-out items: the clips with a label in ``labels``."""
     return [
-        EvalItem(f.semantic, f.paralinguistic, c.emotion)
+        EvalItem(f.semantic, f.paralinguistic, c.emotion, c.speaker)
         for c, f in zip(clips, features, strict=True)
         if c.emotion in labels
     ]
+
+
+def running_normalized(
+    config: DualEncoderConfig, norms: FeatureNorms, items: list[EvalItem], seed: int = 0
+) -> list[EvalItem]:
+    """Items with both streams normalised the way the run-time perceiver does it: per speaker, in
+    :func:`conversation_order`, each clip against the speaker's clips so far (itself included)."""
+    out: list[EvalItem | None] = [None] * len(items)
+    baselines: dict[str, SpeakerFeatures] = {}
+    for i in conversation_order([it.speaker for it in items], seed):
+        it = items[i]
+        base = baselines.setdefault(it.speaker or f"#{i}", SpeakerFeatures(config, norms))
+        base.add(it.semantic, it.paralinguistic)
+        sem, para = base.normalize(it.semantic, it.paralinguistic)
+        out[i] = EvalItem(sem, para, it.emotion, it.speaker)
+    return [o for o in out if o is not None]
 
 
 def holdout_speakers(clips: list[Clip], n_speakers: int, seed: int = 0) -> tuple[list[Clip], list[Clip]]:
@@ -89,9 +108,19 @@ def classification_report(true: list[str], pred: list[str], labels: tuple[str, .
 class HeldOutEvaluator:
     """``evaluator(model) -> report``: the held-out metrics of the model as it is now (eval mode)."""
 
-    def __init__(self, items: list[EvalItem], processor: DualEncoderProcessor, batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        items: list[EvalItem],
+        processor: DualEncoderProcessor,
+        batch_size: int = 8,
+        norms: FeatureNorms | None = None,
+    ) -> None:
+        """With ``norms`` (a ``speaker_norm`` model) the items are normalised per speaker first
+        (:func:`running_normalized`), exactly as ``emo-agent eval`` and the live loop see them."""
         if not items:
             raise ValueError("the held-out set has no labelled clips")
+        if norms is not None:
+            items = running_normalized(processor.config, norms, items)
         self.items = items
         self.processor = processor
         self.batch_size = batch_size

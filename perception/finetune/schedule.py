@@ -7,7 +7,13 @@ of :meth:`DualEncoderForEmotionReasoning.trainable_groups` train. The default al
 2. ``emotion``: emotion label and emotion reasoning; the paralinguistic branch + LoRA + aux head.
 3. ``joint``: every task; every group.
 
-The joint baseline is one phase: every task, every group, for the same total number of steps. The LoRA
+With ``aux_steps`` an ``emotion-aux`` phase runs before ``joint``: the emotion label through the aux head
+alone (no LM pass, so a step costs milliseconds instead of seconds), training both branches' adapters,
+the paralinguistic tower and the head. It is how a CPU affords thousands of emotion steps; the LM phases
+around it teach the LM to read the same audio tokens and to explain.
+
+The joint baseline is one phase: every task, every group, for the same total number of steps (after the
+same ``emotion-aux`` phase, when there is one). The LoRA
 adapters are shared across phases, so phase 2 starts from what phase 1 taught the LM about audio tokens.
 """
 
@@ -27,12 +33,16 @@ class Phase:
     train: tuple[str, ...]  # parameter groups that receive gradients
     steps: int
     lr: float | None = None  # None: the trainer's learning rate
+    objective: str = "lm"  # "lm": the LM loss (+ weighted aux loss); "aux": the aux head's loss alone
+    batch_size: int | None = None  # None: the trainer's batch size
 
     def __post_init__(self) -> None:
         unknown = set(self.train) - set(GROUPS)
         if unknown:
             raise ValueError(f"unknown parameter group(s) {sorted(unknown)} (known: {', '.join(GROUPS)})")
         self.train = tuple(self.train)
+        if self.objective not in ("lm", "aux"):
+            raise ValueError(f"unknown objective {self.objective!r} (lm, aux)")
 
 
 @dataclass
@@ -59,34 +69,45 @@ class Schedule:
         return cls([Phase(**p) for p in data["phases"]])
 
 
-def alternating_schedule(speech_steps: int, emotion_steps: int, joint_steps: int) -> Schedule:
-    return Schedule(
-        [
-            Phase("speech", {"asr": 1.0}, ("semantic", "lora"), speech_steps),
-            Phase(
-                "emotion",
-                {"emotion": 0.5, "emotion_reasoning": 0.5},
-                ("paralinguistic", "lora", "aux_head"),
-                emotion_steps,
-            ),
-            Phase("joint", {"asr": 1 / 3, "emotion": 1 / 3, "emotion_reasoning": 1 / 3}, GROUPS, joint_steps),
-        ]
+def aux_phase(steps: int, batch_size: int | None = 32) -> Phase:
+    groups = ("semantic", "paralinguistic", "aux_head")
+    return Phase("emotion-aux", {"emotion": 1.0}, groups, steps, objective="aux", batch_size=batch_size)
+
+
+def alternating_schedule(
+    speech_steps: int, emotion_steps: int, joint_steps: int, aux_steps: int = 0
+) -> Schedule:
+    phases = [
+        Phase("speech", {"asr": 1.0}, ("semantic", "lora"), speech_steps),
+        Phase(
+            "emotion",
+            {"emotion": 0.5, "emotion_reasoning": 0.5},
+            ("paralinguistic", "lora", "aux_head"),
+            emotion_steps,
+        ),
+    ]
+    if aux_steps:
+        phases.append(aux_phase(aux_steps))
+    phases.append(
+        Phase("joint", {"asr": 1 / 3, "emotion": 1 / 3, "emotion_reasoning": 1 / 3}, GROUPS, joint_steps)
     )
+    return Schedule(phases)
 
 
-def joint_schedule(steps: int) -> Schedule:
-    return Schedule(
-        [Phase("joint", {"asr": 1 / 3, "emotion": 1 / 3, "emotion_reasoning": 1 / 3}, GROUPS, steps)]
-    )
+def joint_schedule(steps: int, aux_steps: int = 0) -> Schedule:
+    phases = [aux_phase(aux_steps)] if aux_steps else []
+    phases.append(Phase("joint", {"asr": 1 / 3, "emotion": 1 / 3, "emotion_reasoning": 1 / 3}, GROUPS, steps))
+    return Schedule(phases)
 
 
-def build_schedule(kind: str, steps: list[int]) -> Schedule:
-    """``"alternating"`` with 1 (split evenly) or 3 step counts, ``"joint"`` with their total."""
+def build_schedule(kind: str, steps: list[int], aux_steps: int = 0) -> Schedule:
+    """``"alternating"`` with 1 (split evenly) or 3 step counts, ``"joint"`` with their total; both with
+    an ``emotion-aux`` phase of ``aux_steps`` when that is > 0."""
     if kind == "alternating":
         speech, emotion, joint = steps if len(steps) == 3 else [max(1, steps[0] // 3)] * 3
-        return alternating_schedule(speech, emotion, joint)
+        return alternating_schedule(speech, emotion, joint, aux_steps)
     if kind == "joint":
-        return joint_schedule(sum(steps))
+        return joint_schedule(sum(steps), aux_steps)
     raise ValueError(f"unknown schedule {kind!r} (alternating, joint)")
 
 

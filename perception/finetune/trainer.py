@@ -196,10 +196,15 @@ class Trainer:
                 current, optimizer_state = phase_index, None
             phase = cfg.schedule.phases[phase_index]
             self.model.train()
-            task, examples = self.sampler.batch(self.state.global_step, phase.tasks, cfg.batch_size)
+            task, examples = self.sampler.batch(
+                self.state.global_step, phase.tasks, phase.batch_size or cfg.batch_size
+            )
             batch = {k: v.to(acc.device) for k, v in self.sampler.processor.collate(examples).items()}
             with acc.accumulate(self.model):
-                loss = self.model(**batch).loss
+                if phase.objective == "aux":
+                    loss = acc.unwrap_model(self.model).aux_loss(**batch)
+                else:
+                    loss = self.model(**batch).loss
                 acc.backward(loss)
                 if cfg.max_grad_norm and acc.sync_gradients:
                     acc.clip_grad_norm_(

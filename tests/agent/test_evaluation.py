@@ -137,3 +137,49 @@ def test_evaluate_report_has_exactly_the_contract_keys(tmp_path: Path) -> None:
     text = format_report(report)
     assert "UA" in text and "angry" in text
     assert evaluate(FakePerceiver(), rows, limit=1, progress=False)["n"] == 1
+
+
+class _CountingBaseline(SpeakerBaseline):
+    def __init__(self, speaker_log: list) -> None:
+        self.turns = 0
+        self.log = speaker_log
+
+    def reset(self) -> None:
+        self.turns = 0
+
+
+class ConversationPerceiver(FakePerceiver):
+    """Records which baseline each clip was perceived against."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int | None]] = []  # (clip name, id of its baseline)
+        self.baselines: list[_CountingBaseline] = []
+
+    def new_baseline(self) -> SpeakerBaseline:
+        self.baselines.append(_CountingBaseline([]))
+        return self.baselines[-1]
+
+    def perceive_with_cues(self, audio, sample_rate=16_000, baseline=None):
+        if baseline is not None:
+            baseline.turns += 1
+        self.seen.append((float(np.max(np.abs(audio))), None if baseline is None else id(baseline)))
+        return super().perceive_with_cues(audio, sample_rate, baseline)
+
+
+def test_each_speaker_is_one_conversation_with_a_running_baseline(tmp_path: Path) -> None:
+    t = np.arange(8000) / 16_000
+    for i, amp in enumerate((0.9, 0.2, 0.8, 0.3, 0.7)):
+        sf.write(tmp_path / f"c{i}.wav", amp * np.sin(2 * np.pi * 200 * t), 16_000)
+    (tmp_path / "m.csv").write_text(
+        "path,emotion,speaker\nc0.wav,angry,A\nc1.wav,sad,B\nc2.wav,angry,A\nc3.wav,sad,B\nc4.wav,angry,\n"
+    )
+    rows, _ = read_manifest(tmp_path / "m.csv")
+    perceiver = ConversationPerceiver()
+    report = evaluate(perceiver, rows, progress=False)
+    assert report["n"] == 5 and report["ua"] == 1.0
+    assert len(perceiver.baselines) == 2 and [b.turns for b in perceiver.baselines] == [2, 2]
+    by_speaker = [b for _, b in perceiver.seen]
+    assert by_speaker[0] == by_speaker[1] != by_speaker[2] == by_speaker[3] and by_speaker[4] is None
+    alone = ConversationPerceiver()
+    evaluate(alone, rows, progress=False, speaker_baseline=False)
+    assert alone.baselines == [] and all(b is None for _, b in alone.seen)

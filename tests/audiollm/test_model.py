@@ -129,8 +129,10 @@ def test_label_scores_sum_to_one_and_generate(tiny):
         scores = model.label_scores(*args, processor.label_token_ids(), source=source, **lengths)
         assert scores.shape == (2, len(cfg.labels))
         assert torch.allclose(scores.sum(dim=1), torch.ones(2), atol=1e-5)
-    fast = model.label_scores(*args, processor.label_token_ids(), **lengths)
-    general = scoring.label_scores(model, *args, processor.label_token_ids(), single_pass=False, **lengths)
+    fast = model.label_scores(*args, processor.label_token_ids(), source="lm", **lengths)
+    general = scoring.label_scores(
+        model, *args, processor.label_token_ids(), source="lm", single_pass=False, **lengths
+    )
     assert torch.allclose(fast, general, atol=1e-5)
     multi = [[5], [6, 7], [8, 9, 10]]  # labels of 1-3 tokens: the cached pass equals one pass per label
     cached = scoring.label_scores(model, *args, multi, **lengths)

@@ -18,7 +18,7 @@ from perception.audiollm import (
 )
 from perception.audiollm.perceiver import DEFAULT_RUN, AudioLLMPerceiver
 from perception.base import PerceptionError
-from perception.finetune.data import BatchSampler, build_items
+from perception.finetune.data import BatchSampler, SpeakerNormalizer, build_items
 from perception.finetune.datasets import Clip
 from perception.finetune.features import ClipFeatures
 from perception.finetune.schedule import alternating_schedule
@@ -58,12 +58,16 @@ def run_dir(tmp_path_factory, tiny_lm_dir) -> Path:
         sem = rng.standard_normal((40, 384)).astype(np.float32)
         mel = rng.standard_normal((80, 80)).astype(np.float32)
         cues = {"pitch_mean": float(rng.normal()), "loudness_mean": float(rng.normal())}
-        clips.append(Clip(Path(f"{i}.wav"), label, "kids are talking by the door"))
+        clips.append(Clip(Path(f"{i}.wav"), label, "kids are talking by the door", speaker=f"s{i % 2}"))
         feats.append(ClipFeatures(sem, mel, cues, "kids are talking by the door"))
     pools, _ = build_items(clips, feats, TemplateTeacher(), LABELS)
     out = tmp_path_factory.mktemp("run") / "tiny-run"
-    cfg = TrainConfig(out, alternating_schedule(1, 1, 0), batch_size=2, lr=1e-2, save_every=0, progress=False)
-    Trainer(model, BatchSampler(pools, processor), cfg).train()
+    normalizer = SpeakerNormalizer.from_pools(config, pools)
+    normalizer.norms.save(out)  # as `emo-agent train` does: the run folder's feature_norms.json
+    cfg = TrainConfig(
+        out, alternating_schedule(1, 1, 0, aux_steps=1), batch_size=2, lr=1e-2, save_every=0, progress=False
+    )
+    Trainer(model, BatchSampler(pools, processor, normalizer=normalizer, augment=True), cfg).train()
     return out / "final"
 
 
@@ -102,7 +106,7 @@ def test_perception_validates_and_cites_only_verified_evidence(perceiver, audio)
 
 def test_garbage_generation_falls_back_to_measured_reasoning(perceiver, audio, monkeypatch) -> None:
     garbage = 'door door label: kids\ncue: pitch_mean +9.99 raised pitch\nquote: "not said at all" | x'
-    monkeypatch.setattr(perceiver, "generate_text", lambda turn: garbage)
+    monkeypatch.setattr(perceiver, "generate_text", lambda turn, label=None: garbage)
     perception, cues = perceiver.perceive_with_cues(audio)
     expected = build_reasoning(
         perception.emotion.label,
@@ -133,7 +137,7 @@ def test_unverified_generated_items_are_dropped(perceiver, audio, first_turn, mo
         f"label: {label}\ncue: {cue} {z:+.2f} {acoustic_claim(cue, z)}\n"
         'quote: "words nobody said" | invented\nreasoning: Invented words prove it.'
     )
-    monkeypatch.setattr(perceiver, "generate_text", lambda turn: text)
+    monkeypatch.setattr(perceiver, "generate_text", lambda turn, label=None: text)
     perception, cues = perceiver.perceive_with_cues(audio)
     assert [e.cue for e in perception.evidence] == [cue]
     assert "Invented" not in perception.reasoning and cue in perception.reasoning
@@ -144,7 +148,7 @@ def test_fully_verified_generation_is_kept_as_written(perceiver, audio, first_tu
     cue, z, label = _one_cue(first_turn)
     prose = f"The voice gives it away: {acoustic_claim(cue, z)}."
     text = f"label: {label}\ncue: {cue} {z:+.2f} {acoustic_claim(cue, z)}\nreasoning: {prose}"
-    monkeypatch.setattr(perceiver, "generate_text", lambda turn: text)
+    monkeypatch.setattr(perceiver, "generate_text", lambda turn, label=None: text)
     perception = perceiver.perceive(audio)
     assert perception.reasoning == prose and len(perception.evidence) == 1
 
@@ -182,3 +186,37 @@ def test_registry_builds_audiollm_from_settings(run_dir) -> None:
     assert isinstance(built, AudioLLMPerceiver) and built.model_id.startswith("dual-encoder:tiny-run@")
     with pytest.raises(PerceptionError, match="emo-agent train"):
         build_perceiver(PerceptionSettings(estimator="audiollm", estimator_path=str(run_dir.parent / "nope")))
+
+
+def test_speaker_normalised_input_follows_the_conversation(perceiver, audio) -> None:
+    """The model hears each turn against the speaker so far: the same audio is normalised differently
+    after other turns, the baseline's stream statistics grow, and a copy of it (as the voice session
+    takes for a turn that may be dropped) leaves the original untouched."""
+    from voice.session import _copy_baseline
+
+    baseline = perceiver.new_baseline()
+    assert baseline.features is not None
+    turn = perceiver.features(audio)
+    alone = perceiver.normalized(turn, None)
+    perceiver.perceive(audio, baseline=baseline)
+    perceiver.perceive(audio[: len(audio) // 2] * 0.3, baseline=baseline)
+    assert baseline.features.stats["semantic"].n_clips == 2
+    snapshot = _copy_baseline(baseline)
+    assert snapshot is not None
+    later = perceiver.normalized(turn, snapshot)
+    assert snapshot.features.stats["semantic"].n_clips == 3
+    assert baseline.features.stats["semantic"].n_clips == 2
+    assert not np.allclose(alone.paralinguistic, later.paralinguistic)
+    assert abs(float(alone.semantic.mean())) < 5 and np.isfinite(later.semantic).all()
+    baseline.reset()
+    assert baseline.features.stats == {} and baseline.n_turns == 0
+
+
+def test_speaker_normalised_run_without_its_norms_fails_in_one_line(run_dir, tmp_path) -> None:
+    import shutil
+
+    lone = tmp_path / "lone"
+    shutil.copytree(run_dir, lone)  # the final folder alone: feature_norms.json lives in the run folder
+    with pytest.raises(PerceptionError, match="feature_norms.json") as err:
+        AudioLLMPerceiver(run_dir=lone, warmup=False)
+    assert "\n" not in str(err.value)

@@ -81,3 +81,41 @@ def test_schedule_tasks_and_lookup():
         and alt.locate(6) == (3, 0)
     )
     assert joint_schedule(6).total_steps == alt.total_steps == build_schedule("joint", [3, 2, 1]).total_steps
+
+
+def test_aux_phase_trains_the_emotion_decision_without_the_lm(tiny, monkeypatch):
+    """``emotion-aux``: both adapters, the paralinguistic tower and the head move; LoRA does not, and the
+    LM is never run (that is what makes the phase cheap)."""
+    _, processor, model = tiny
+    schedule = build_schedule("alternating", [1, 1, 1], aux_steps=2)
+    assert [p.name for p in schedule.phases] == ["speech", "emotion", "emotion-aux", "joint"]
+    phase = schedule.phases[2]
+    assert phase.objective == "aux" and set(phase.tasks) == {"emotion"}
+    assert phase.train == ("semantic", "paralinguistic", "aux_head")
+    assert [p.name for p in build_schedule("joint", [1, 1, 1], aux_steps=2).phases] == [
+        "emotion-aux",
+        "joint",
+    ]
+
+    def no_lm(*args, **kwargs):
+        raise AssertionError("the aux objective must not run the language model")
+
+    monkeypatch.setattr(model.language_model, "forward", no_lm)
+    params = apply_phase(model, phase)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _, examples = BatchSampler(_pools(), processor, seed=0).batch(0, phase.tasks, 2)
+    optimizer = torch.optim.SGD(params, lr=0.5)
+    loss = model.aux_loss(**processor.collate(examples))
+    loss.backward()
+    optimizer.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert {_group_of(n) for n in changed} == {"semantic", "paralinguistic", "aux_head"}
+
+
+def test_unknown_objective_is_refused():
+    import pytest
+
+    from perception.finetune.schedule import Phase
+
+    with pytest.raises(ValueError, match="objective"):
+        Phase("x", {"emotion": 1.0}, ("aux_head",), 1, objective="contrastive")
