@@ -21,12 +21,15 @@ def default_cache_dir() -> Path:
 class PerceptionSettings(BaseModel):
     """How speech becomes a :class:`perception.types.Perception`."""
 
-    # Which emotion estimator runs after ASR and acoustic measurement. "classical" is the shipped
-    # eGeMAPS + Whisper-encoder logistic regression; "audiollm" is the dual-encoder AudioLLM (needs a
-    # trained run in estimator_path); other estimators register under their own name.
+    # Which emotion estimator runs after ASR and acoustic measurement. "audiollm" is the dual-encoder
+    # AudioLLM (the shipped run in perception/assets/audiollm, trained on CREMA-D); "classical" is the
+    # lighter eGeMAPS + Whisper-encoder logistic regression; other estimators register under their own name.
     estimator: str = "classical"
-    # Path to the estimator's weights; empty means the file shipped inside the package.
+    # Path to the estimator's weights; empty means the ones shipped inside the package.
     estimator_path: str = ""
+    # Most tokens the AudioLLM writes for its evidence and reasoning per turn (it runs before the reply,
+    # so this bounds the turn's latency; cut-off prose is rebuilt from the evidence that verified).
+    reasoning_tokens: int = 48
     # Whisper model: "tiny.en" (bundled, default), "base" (pip extra whisper-base) or a CTranslate2 model
     # directory / hub name where the hub can be reached.
     asr_model: str = "tiny.en"

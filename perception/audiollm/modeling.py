@@ -75,17 +75,18 @@ def _valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _build_aux_head(config: DualEncoderConfig, hidden: int, tower_widths: tuple[int, int]) -> nn.Module:
-    """Linear over the mean audio token (``aux_hidden=0``), else an MLP over each stream's token mean and
-    std plus the towers' pooled states (mean and std over frames)."""
+    """Linear over the mean audio token (``aux_hidden=0``), else an MLP over both towers' states pooled
+    over the turn (mean and std per dimension), standardised per feature by a BatchNorm: the utterance-level
+    statistics emotion recognisers have long relied on, from the same states the adapters project."""
     if not config.aux_hidden:
         return nn.Linear(hidden, len(config.labels))
-    width = 4 * hidden + 2 * sum(tower_widths)
+    width = 2 * sum(tower_widths)
     return nn.Sequential(
-        nn.LayerNorm(width),
+        nn.BatchNorm1d(width),
         nn.Dropout(0.2),
         nn.Linear(width, config.aux_hidden),
         nn.GELU(),
-        nn.Dropout(0.2),
+        nn.Dropout(0.5),
         nn.Linear(config.aux_hidden, len(config.labels)),
     )
 
@@ -219,12 +220,11 @@ class DualEncoderForEmotionReasoning(nn.Module):
             per_clip = torch.split(audio, counts.sum(dim=1).tolist())
             pooled = torch.stack([chunk.mean(dim=0) for chunk in per_clip])  # (B, H)
             return self.aux_head(pooled)  # (B, n_labels)
-        chunks = torch.split(audio, counts.reshape(-1).tolist())  # sem_0, para_0, sem_1, para_1, ...
-        stats = [torch.cat([c.mean(dim=0), c.std(dim=0, correction=0)]) for c in chunks]  # (2H,) each
-        pooled = torch.stack([torch.cat(stats[i : i + 2]) for i in range(0, len(stats), 2)])  # (B, 4H)
-        if pooled_states is not None:
-            pooled = torch.cat([pooled, pooled_states], dim=-1)  # + the towers' pooled states
-        return self.aux_head(pooled)  # (B, n_labels)
+        if pooled_states is None:
+            raise ValueError(
+                "the MLP aux head reads the towers' pooled states (embed_audio(return_pooled=True))"
+            )
+        return self.aux_head(pooled_states)  # (B, n_labels)
 
     def _aux_from_inputs(
         self,

@@ -137,7 +137,7 @@ class AudioLLMPerceiver(Perceiver):
         tokenizer=None,  # transformers tokenizer; default: the run folder's, else the base LM's
         language_model: torch.nn.Module | None = None,
         norms: CorpusNorms | None = None,
-        max_new_tokens: int = 120,
+        max_new_tokens: int | None = None,  # default: settings.reasoning_tokens
         warmup: bool = True,
     ) -> None:
         self.settings = settings or PerceptionSettings()
@@ -165,7 +165,7 @@ class AudioLLMPerceiver(Perceiver):
         self.analyzer = analyzer or AcousticAnalyzer()
         self.norms = norms or _load_norms(path)
         self.feature_norms = _load_feature_norms(path) if self.config.speaker_norm else None
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = max_new_tokens if max_new_tokens is not None else self.settings.reasoning_tokens
         self.model_id = f"dual-encoder:{run_name(path)}@{self.config.version}"
         self._lock = threading.Lock()
         if warmup:

@@ -52,6 +52,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:  # argparse._SubPar
     p.add_argument("--aux-batch-size", type=int, default=32, help="batch size of the emotion-aux phase")
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument(
         "--max-steps", type=int, default=None, help="stop (with a checkpoint) after this global step"
@@ -155,6 +156,7 @@ def _run(args: argparse.Namespace) -> int:
     if config.speaker_norm:
         normalizer = SpeakerNormalizer.from_pools(config, pools)
         normalizer.norms.save(out)  # the perceiver's reference for a new speaker's voice
+    write_training_meta(out, args, clips, held_out, schedule)
     held_items = []
     if held_out:
         held_out = cache.warm(held_out, progress=not args.no_progress)
@@ -187,6 +189,7 @@ def _run(args: argparse.Namespace) -> int:
             schedule,
             batch_size=args.batch_size,
             lr=args.lr,
+            weight_decay=args.weight_decay,
             grad_accum=args.grad_accum,
             save_every=args.save_every,
             seed=args.seed,
@@ -202,6 +205,36 @@ def _run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+TRAINING_META = "training.json"
+
+
+def write_training_meta(out: Path, args: argparse.Namespace, clips, held_out, schedule) -> Path:
+    """``<out>/training.json``: the command, the data and the held-out speakers, so a run can be
+    reproduced and its evaluation kept to speakers it never heard."""
+    import platform
+    import time
+
+    meta = {
+        "command": "emo-agent train "
+        + " ".join(sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:]),
+        "data": list(args.data) + [f"manifest={m}" for m in args.manifest],
+        "train_clips": len(clips),
+        "train_speakers": len({c.speaker for c in clips if c.speaker}),
+        "held_out_clips": len(held_out),
+        "held_out_speakers": sorted({c.speaker for c in held_out if c.speaker}),
+        "schedule": schedule.to_dict(),
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "teacher": args.teacher,
+        "seed": args.seed,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": platform.python_version(),
+    }
+    path = out / TRAINING_META
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,7 +70,7 @@ class Schedule:
 
 
 def aux_phase(steps: int, batch_size: int | None = 32) -> Phase:
-    groups = ("semantic", "paralinguistic", "aux_head")
+    groups = ("paralinguistic", "aux_head")
     return Phase("emotion-aux", {"emotion": 1.0}, groups, steps, objective="aux", batch_size=batch_size)
 
 

@@ -76,6 +76,20 @@ def test_labels_mask_prompt_and_audio(tiny):
     assert kept == processor.target_ids("angry")
 
 
+def test_answer_prefix_starts_the_generation_prompt(tiny):
+    """The perceiver starts the answer as ``label: <label>``: the prompt ends with exactly those tokens,
+    and a prefix is refused for training examples (it belongs in the target there)."""
+    cfg, processor, _ = tiny
+    sem, mel = fake_features(1.0, np.random.default_rng(0))
+    plain = processor.encode("emotion_reasoning", sem, mel)
+    started = processor.encode("emotion_reasoning", sem, mel, prefix="label: sad\n")
+    prefix_ids = processor._ids("label: sad\n")
+    assert prefix_ids and started.input_ids == plain.input_ids + prefix_ids
+    assert started.input_ids.count(cfg.audio_token_id) == plain.input_ids.count(cfg.audio_token_id)
+    with pytest.raises(ValueError, match="prefix"):
+        processor.encode("emotion_reasoning", sem, mel, target="label: sad", prefix="label: sad\n")
+
+
 def test_loss_falls_on_a_tiny_batch(tiny):
     _, processor, model = tiny
     batch = _batch(

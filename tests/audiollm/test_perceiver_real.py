@@ -5,6 +5,7 @@ the real feature path, label-likelihood scores and generation at full size, not 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from perception.grounding import verify
@@ -21,6 +22,7 @@ def test_default_config_with_the_bundled_lm(tmp_path) -> None:
     from perception.audiollm import DualEncoderConfig, DualEncoderForEmotionReasoning, DualEncoderProcessor
     from perception.audiollm.modeling import resolve_language_model
     from perception.audiollm.perceiver import AudioLLMPerceiver
+    from perception.audiollm.speaker_norm import FeatureNorms
 
     clip = CREMA_D / "audio" / "1001_IOM_ANG_XX.ogg"
     if not clip.is_file():
@@ -31,6 +33,16 @@ def test_default_config_with_the_bundled_lm(tmp_path) -> None:
     run = tmp_path / "default-run" / "final"
     DualEncoderForEmotionReasoning.from_config(config).save_pretrained(run)
     tokenizer.save_pretrained(run)
+    FeatureNorms(  # standard-normal corpus statistics for the speaker normalisation
+        {
+            "semantic": np.zeros(config.semantic.hidden_size),
+            "paralinguistic": np.zeros(config.paralinguistic.n_mels),
+        },
+        {
+            "semantic": np.ones(config.semantic.hidden_size),
+            "paralinguistic": np.ones(config.paralinguistic.n_mels),
+        },
+    ).save(run.parent)
 
     perceiver = AudioLLMPerceiver(run_dir=run, max_new_tokens=48, warmup=False)
     perception, cues = perceiver.perceive_with_cues(load_audio(clip))

@@ -84,14 +84,14 @@ def test_schedule_tasks_and_lookup():
 
 
 def test_aux_phase_trains_the_emotion_decision_without_the_lm(tiny, monkeypatch):
-    """``emotion-aux``: both adapters, the paralinguistic tower and the head move; LoRA does not, and the
-    LM is never run (that is what makes the phase cheap)."""
+    """``emotion-aux``: the paralinguistic branch and the head move; the semantic adapter and LoRA do
+    not, and the LM is never run (that is what makes the phase cheap)."""
     _, processor, model = tiny
     schedule = build_schedule("alternating", [1, 1, 1], aux_steps=2)
     assert [p.name for p in schedule.phases] == ["speech", "emotion", "emotion-aux", "joint"]
     phase = schedule.phases[2]
     assert phase.objective == "aux" and set(phase.tasks) == {"emotion"}
-    assert phase.train == ("semantic", "paralinguistic", "aux_head")
+    assert phase.train == ("paralinguistic", "aux_head")
     assert [p.name for p in build_schedule("joint", [1, 1, 1], aux_steps=2).phases] == [
         "emotion-aux",
         "joint",
@@ -109,7 +109,7 @@ def test_aux_phase_trains_the_emotion_decision_without_the_lm(tiny, monkeypatch)
     loss.backward()
     optimizer.step()
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
-    assert {_group_of(n) for n in changed} == {"semantic", "paralinguistic", "aux_head"}
+    assert {_group_of(n) for n in changed} == {"paralinguistic", "aux_head"}
 
 
 def test_unknown_objective_is_refused():

@@ -1,0 +1,66 @@
+"""The shipped AudioLLM checkpoint (``perception/assets/audiollm``), the default perceiver, on real
+CREMA-D clips of actors it never heard in training (marked slow; CI runs it)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from agent.config import PerceptionSettings
+from agent.evaluation import evaluate, read_manifest
+from perception.audiollm.perceiver import DEFAULT_RUN
+from perception.types import LABELS, Perception
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_shipped_run_is_small_complete_and_attributed() -> None:
+    for name in (
+        "config.json",
+        "trainable.safetensors",
+        "feature_norms.json",
+        "norms.json",
+        "tokenizer.json",
+    ):
+        assert (DEFAULT_RUN / name).is_file(), name
+    assert (DEFAULT_RUN / "trainable.safetensors").stat().st_size < 50e6
+    attribution = (DEFAULT_RUN / "ATTRIBUTION.md").read_text()
+    assert "CREMA-D" in attribution and "Open Database License" in attribution
+    meta = json.loads((DEFAULT_RUN / "training.json").read_text())
+    assert len(meta["held_out_speakers"]) == 15 and "emo-agent train" in meta["command"]
+
+
+@pytest.fixture(scope="module")
+def held_out_rows(crema_dir):
+    rows, _ = read_manifest(crema_dir / "manifest.csv")
+    meta = json.loads((DEFAULT_RUN / "training.json").read_text())
+    held = set(meta["held_out_speakers"])
+    rng = np.random.default_rng(1)
+    picked = []
+    for label in LABELS:  # 6 clips per emotion, from the held-out actors only
+        pool = [r for r in rows if r.speaker in held and r.emotion == label]
+        picked += [pool[i] for i in rng.choice(len(pool), size=6, replace=False)]
+    return picked
+
+
+def test_default_perceiver_is_the_shipped_audiollm(held_out_rows) -> None:
+    from perception.registry import build_perceiver
+
+    perceiver = build_perceiver(PerceptionSettings())
+    assert perceiver.model_id.startswith("dual-encoder:default@")
+    report = evaluate(perceiver, held_out_rows, progress=False)
+    assert report["n"] == 36 and report["model"] == perceiver.model_id
+    assert report["ua"] >= 0.45, report["confusion"]  # chance is 0.17; the full held-out UA is in docs
+    assert report["grounding"]["claims"] > 0 and report["grounding"]["verified"] == 1.0
+    assert report["wer"] is not None and report["wer"] < 0.5
+
+    from perception.audio import load_audio
+
+    baseline = perceiver.new_baseline()
+    perception = perceiver.perceive(load_audio(held_out_rows[0].path), baseline=baseline)
+    Perception.model_validate(perception.model_dump())
+    assert sum(perception.emotion.scores.values()) == pytest.approx(1.0, abs=1e-6)
+    assert perception.emotion.label == max(perception.emotion.scores, key=perception.emotion.scores.get)
+    assert perception.reasoning and perception.evidence
