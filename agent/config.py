@@ -24,7 +24,7 @@ class PerceptionSettings(BaseModel):
     # Which emotion estimator runs after ASR and acoustic measurement. "audiollm" is the dual-encoder
     # AudioLLM (the shipped run in perception/assets/audiollm, trained on CREMA-D); "classical" is the
     # lighter eGeMAPS + Whisper-encoder logistic regression; other estimators register under their own name.
-    estimator: str = "classical"
+    estimator: str = "audiollm"
     # Path to the estimator's weights; empty means the ones shipped inside the package.
     estimator_path: str = ""
     # Most tokens the AudioLLM writes for its evidence and reasoning per turn (it runs before the reply,

@@ -16,7 +16,7 @@ from perception.audiollm import (
     ParalinguisticEncoderConfig,
     SemanticEncoderConfig,
 )
-from perception.audiollm.perceiver import DEFAULT_RUN, AudioLLMPerceiver
+from perception.audiollm.perceiver import AudioLLMPerceiver
 from perception.base import PerceptionError
 from perception.finetune.data import BatchSampler, SpeakerNormalizer, build_items
 from perception.finetune.datasets import Clip
@@ -167,15 +167,14 @@ def test_typed_turn_reuses_the_classical_text_path(perceiver) -> None:
 
 def test_missing_run_says_how_to_train_one(tmp_path) -> None:
     for settings in (
-        PerceptionSettings(estimator="audiollm"),
-        PerceptionSettings(estimator_path=str(tmp_path)),
+        PerceptionSettings(estimator_path=str(tmp_path)),  # a folder without a run
+        PerceptionSettings(estimator_path=str(tmp_path / "nowhere")),
     ):
         with pytest.raises(PerceptionError) as info:
             AudioLLMPerceiver(settings, warmup=False)
         message = str(info.value)
         assert "\n" not in message and "emo-agent train" in message
         assert "EMO_PERCEPTION__ESTIMATOR_PATH" in message
-    assert not DEFAULT_RUN.exists() or (DEFAULT_RUN / "config.json").is_file()
 
 
 def test_registry_builds_audiollm_from_settings(run_dir) -> None:
