@@ -29,7 +29,7 @@ class PerceptionSettings(BaseModel):
     estimator_path: str = ""
     # Most tokens the AudioLLM writes for its evidence and reasoning per turn (it runs before the reply,
     # so this bounds the turn's latency; cut-off prose is rebuilt from the evidence that verified).
-    reasoning_tokens: int = 48
+    reasoning_tokens: int = 24
     # Whisper model: "tiny.en" (bundled, default), "base" (pip extra whisper-base) or a CTranslate2 model
     # directory / hub name where the hub can be reached.
     asr_model: str = "tiny.en"

@@ -365,8 +365,18 @@ class DualEncoderForEmotionReasoning(nn.Module):
             source or self.config.score_source,
         )
 
+    def merge_lora(self) -> None:
+        """Fold the LoRA weights into the LM (for inference: the same outputs, fewer operations per token).
+        The model can no longer be trained or saved afterwards."""
+        merge = getattr(self.language_model, "merge_and_unload", None)
+        if merge is not None:
+            self.language_model = merge()
+            self._merged = True
+
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` + ``trainable.safetensors`` (only what training changes)."""
+        if getattr(self, "_merged", False):
+            raise ValueError("this model's LoRA was merged for inference; save the model before merge_lora()")
         from perception.audiollm.checkpoint import save_trainable
 
         return save_trainable(self, directory)

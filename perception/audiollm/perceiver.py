@@ -156,6 +156,7 @@ class AudioLLMPerceiver(Perceiver):
                 )
             self.processor = DualEncoderProcessor(config, tokenizer)
             self.model = DualEncoderForEmotionReasoning.from_pretrained(path, language_model=language_model)
+            self.model.merge_lora()  # inference only: LoRA folded into the LM's weights, fewer ops per token
         except (OSError, ValueError) as exc:
             raise PerceptionError(f"cannot load the AudioLLM run at {path}: {exc}") from exc
         self.config = self.model.config
@@ -266,6 +267,8 @@ class AudioLLMPerceiver(Perceiver):
         ``label: <label>`` and the model writes the evidence and reasoning for it, so the explanation is
         about the label the scores chose."""
         prefix = f"label: {label}\n" if label else ""
+        if self.max_new_tokens <= 0:  # no generation: the reasoning is built from the measured cues
+            return prefix
         example = self.processor.encode(
             "emotion_reasoning", turn.semantic, turn.paralinguistic, prefix=prefix
         )

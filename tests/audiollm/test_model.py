@@ -192,3 +192,22 @@ def test_left_padding_gives_the_same_scores_as_alone(tiny):
 def test_lm_only_loads_from_a_folder(tiny_lm_dir):
     lm = load_lm(tiny_lm_dir)
     assert lm.config.hidden_size == 32
+
+
+def test_merged_lora_gives_the_same_outputs(tiny):
+    """The perceiver folds LoRA into the LM for speed: outputs must not change, and saving is refused."""
+    _, processor, model = tiny
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)  # trained-looking adapters (B starts at zero)
+    model.eval()
+    batch = _batch(processor, target=None, padding="left")
+    batch.pop("emotion_labels", None)
+    before = model(**batch).logits
+    model.merge_lora()
+    after = model(**batch).logits
+    assert torch.allclose(before, after, atol=1e-4)
+    assert not any("lora_" in n for n, _ in model.named_parameters())
+    with pytest.raises(ValueError, match="merged"):
+        model.save_pretrained("unused")

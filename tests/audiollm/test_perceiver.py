@@ -219,3 +219,16 @@ def test_speaker_normalised_run_without_its_norms_fails_in_one_line(run_dir, tmp
     with pytest.raises(PerceptionError, match="feature_norms.json") as err:
         AudioLLMPerceiver(run_dir=lone, warmup=False)
     assert "\n" not in str(err.value)
+
+
+def test_no_reasoning_tokens_means_no_generation(run_dir, audio, monkeypatch) -> None:
+    """``reasoning_tokens=0``: the LM never generates; the reasoning is built from the measured cues."""
+    quiet = AudioLLMPerceiver(PerceptionSettings(reasoning_tokens=0), run_dir=run_dir, warmup=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("generate must not run")
+
+    monkeypatch.setattr(quiet.model, "generate", refuse)
+    perception, cues = quiet.perceive_with_cues(audio)
+    n_claims, n_verified = verify(perception, perception.transcript, cues)
+    assert perception.evidence and n_claims == n_verified == len(perception.evidence)
