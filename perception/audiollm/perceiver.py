@@ -292,12 +292,14 @@ class AudioLLMPerceiver(Perceiver):
     ) -> tuple[str, list[Evidence]]:
         """Reasoning text and evidence that cite only what verifies for this turn.
 
-        All items verified, the prose complete and about the reported label: the generation as is.
+        All items verified, the prose present, complete and about the reported label: the generation as
+        is.
         Some verified: the verified items, with a sentence built from them (the prose may lean on a
         dropped item). None: :func:`build_reasoning` over the measured cues and the transcript.
         """
         kept = [e for e in parsed.evidence if verify_item(e, transcript, cue_z)]
-        if kept and len(kept) == len(parsed.evidence) and parsed.ok and parsed.label == label:
+        complete = parsed.ok and bool(parsed.reasoning) and parsed.label == label
+        if kept and len(kept) == len(parsed.evidence) and complete:
             return parsed.reasoning, kept
         if kept:
             return _sentence_from(kept, label, scores.get(label, 0.0), reference), kept

@@ -232,3 +232,14 @@ def test_no_reasoning_tokens_means_no_generation(run_dir, audio, monkeypatch) ->
     perception, cues = quiet.perceive_with_cues(audio)
     n_claims, n_verified = verify(perception, perception.transcript, cues)
     assert perception.evidence and n_claims == n_verified == len(perception.evidence)
+
+
+def test_evidence_without_prose_gets_a_sentence(perceiver, audio, first_turn, monkeypatch) -> None:
+    """A generation cut off after its evidence lines (no ``reasoning:``) keeps the verified evidence and
+    gets a sentence built from it: the reasoning is never empty."""
+    cue, z, label = _one_cue(first_turn)
+    text = f"label: {label}\ncue: {cue} {z:+.2f} {acoustic_claim(cue, z)}\n"
+    monkeypatch.setattr(perceiver, "generate_text", lambda turn, label=None: text)
+    perception = perceiver.perceive(audio)
+    assert perception.reasoning.strip() and cue in perception.reasoning
+    assert [e.cue for e in perception.evidence] == [cue]

@@ -1,4 +1,5 @@
-"""The shipped estimator on real CREMA-D clips (real Whisper and openSMILE; marked slow)."""
+"""The classical perceiver (``perception.pipeline``) with its shipped estimator on real CREMA-D clips
+(real Whisper and openSMILE; marked slow). The default AudioLLM has its own: tests/audiollm."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ pytestmark = pytest.mark.slow
 def perceiver():
     if not (CREMA_D / "manifest.csv").exists():
         pytest.skip(f"CREMA-D not found at {CREMA_D} (expected beside the repository)")
+    from agent.config import PerceptionSettings
     from perception.registry import build_perceiver
 
-    return build_perceiver()
+    return build_perceiver(PerceptionSettings(estimator="classical"))
 
 
 def test_real_clips_give_valid_grounded_perceptions(perceiver) -> None:
