@@ -41,10 +41,8 @@ from agent.evaluation import (  # noqa: E402
     metrics_from_confusion,
     read_manifest,
 )
+from bench.perception import DEFAULT_MANIFEST, N_EGEMAPS  # noqa: E402
 from perception.types import LABELS  # noqa: E402
-
-DEFAULT_MANIFEST = REPO.parent / "shared" / "data" / "crema-d" / "manifest.csv"
-N_EGEMAPS = 88
 
 
 def score(true: list[str], pred: list[str]) -> dict[str, float]:
@@ -61,20 +59,21 @@ def rss_mb() -> dict[str, float]:
     return out
 
 
-def running_speaker_norm(x: np.ndarray, speakers: np.ndarray, prior: float = 10.0) -> np.ndarray:
-    """Each row z-scored against its speaker's rows so far (itself included), blended with the training
-    statistics by ``k / (k + prior)``: the classical analogue of the AudioLLM's speaker normalisation."""
-    mean, var = x.mean(axis=0), x.var(axis=0)
+def running_speaker_norm(x: np.ndarray, speakers: np.ndarray) -> np.ndarray:
+    """Each row standardised against its speaker's rows so far (itself included), blended with the whole
+    set's statistics: the AudioLLM's speaker normalisation (:mod:`perception.audiollm.speaker_norm`)
+    applied to one vector per clip, the classical analogue."""
+    from perception.audiollm import DualEncoderConfig
+    from perception.audiollm.speaker_norm import FeatureNorms, StreamStats, normalize_stream
+
+    prior = DualEncoderConfig().speaker_norm_prior
+    norms = FeatureNorms({"x": x.mean(axis=0)}, {"x": x.var(axis=0)})
     out = np.empty_like(x)
-    seen: dict[str, list[np.ndarray]] = {}
+    seen: dict[str, StreamStats] = {}
     for i in conversation_order(list(speakers)):
-        rows = seen.setdefault(speakers[i], [])
-        rows.append(x[i])
-        own = np.stack(rows)
-        w = len(rows) / (len(rows) + prior)
-        m = w * own.mean(axis=0) + (1 - w) * mean
-        v = w * own.var(axis=0) + (1 - w) * var
-        out[i] = (x[i] - m) / np.sqrt(v + 1e-8)
+        stats = seen.setdefault(speakers[i], StreamStats())
+        stats.add(x[i : i + 1])
+        out[i] = normalize_stream(x[i : i + 1], norms, "x", stats, prior)[0]
     return out
 
 
@@ -100,7 +99,6 @@ def classical_baselines(rows, held_out: set[str]) -> dict[str, dict]:
 
 def audiollm_run(folder: Path, rows, held_out: set[str], lm_limit: int) -> dict:
     """One trained run on every held-out clip, from the feature cache (model scores only)."""
-    import torch
     from transformers import AutoTokenizer
 
     from agent.config import default_cache_dir
@@ -136,8 +134,7 @@ def audiollm_run(folder: Path, rows, held_out: set[str], lm_limit: int) -> dict:
         items = running_normalized(config, _load_feature_norms(folder), items)
     labels = tuple(config.labels)
     started = time.perf_counter()
-    with torch.no_grad():
-        own = classification_report([i.emotion for i in items], score_items(model, processor, items), labels)
+    own = classification_report([i.emotion for i in items], score_items(model, processor, items), labels)
     own_s = time.perf_counter() - started
     result = {
         "score_source": config.score_source,
@@ -148,25 +145,13 @@ def audiollm_run(folder: Path, rows, held_out: set[str], lm_limit: int) -> dict:
     if lm_limit and config.score_source != "lm":
         picked = np.random.default_rng(0).choice(len(items), size=min(lm_limit, len(items)), replace=False)
         subset = [items[i] for i in sorted(picked)]
-        config.score_source = "lm"
-        with torch.no_grad():
-            pred = score_items(model, processor, subset)
-        result["lm_label_likelihood"] = classification_report([i.emotion for i in subset], pred, labels)
-        own_subset = score_items_with(model, processor, subset, "aux")
-        result["own_scores_same_subset"] = classification_report(
-            [i.emotion for i in subset], own_subset, labels
-        )
+        truth = [i.emotion for i in subset]
+        own_subset = score_items(model, processor, subset)
+        config.score_source = "lm"  # this model instance is the benchmark's own
+        lm = score_items(model, processor, subset)
+        result["own_scores_same_subset"] = classification_report(truth, own_subset, labels)
+        result["lm_label_likelihood"] = classification_report(truth, lm, labels)
     return result
-
-
-def score_items_with(model, processor, items, source: str) -> list[str]:
-    from perception.finetune.evaluation import score_items
-
-    previous, model.config.score_source = model.config.score_source, source
-    try:
-        return score_items(model, processor, items)
-    finally:
-        model.config.score_source = previous
 
 
 def end_to_end(settings: PerceptionSettings, sample) -> dict:

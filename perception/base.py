@@ -53,6 +53,11 @@ class Perceiver(ABC):
         turn's cues are compared with it and then folded into it. Raises :class:`AudioError` for unusable
         audio."""
 
+    def warmup(self) -> None:
+        """One pass over a second of quiet noise, so the first user turn does not pay for lazy init."""
+        noise = np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32) * 0.01
+        self.perceive(noise)
+
     def perceive_with_cues(
         self,
         audio: np.ndarray,

@@ -62,11 +62,6 @@ class ClassicalPerceiver(Perceiver):
         if warmup:
             self.warmup()
 
-    def warmup(self) -> None:
-        """One pass over a second of quiet noise, so the first user turn does not pay for lazy init."""
-        noise = np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32) * 0.01
-        self.perceive(noise)
-
     def new_baseline(self) -> RunningBaseline:
         return RunningBaseline(self.estimator.norms)
 

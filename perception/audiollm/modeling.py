@@ -260,14 +260,8 @@ class DualEncoderForEmotionReasoning(nn.Module):
         )[2]
 
     def aux_loss(self, emotion_labels: torch.Tensor, **batch: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the aux head alone: the cheap emotion objective (no LM pass)."""
-        logits = self.emotion_logits(
-            batch["semantic_features"],
-            batch["paralinguistic_features"],
-            batch.get("semantic_lengths"),
-            batch.get("paralinguistic_lengths"),
-        )
-        return F.cross_entropy(logits.float(), emotion_labels, ignore_index=IGNORE_INDEX)
+        """Cross-entropy of the aux head alone: the cheap emotion objective (``forward(aux_only=True)``)."""
+        return self(**batch, emotion_labels=emotion_labels, aux_only=True).loss
 
     def merge_audio(self, input_ids: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Input embeddings ``(B, L, H)`` with the placeholders replaced by ``audio`` ``(N, H)``."""
@@ -292,12 +286,20 @@ class DualEncoderForEmotionReasoning(nn.Module):
         semantic_lengths: torch.Tensor | None = None,
         paralinguistic_lengths: torch.Tensor | None = None,
         emotion_labels: torch.Tensor | None = None,
+        aux_only: bool = False,
     ) -> DualEncoderOutput:
         """``labels``: ``(B, L)`` token targets (-100 where ignored; shifted inside). ``emotion_labels``:
-        ``(B,)`` indices into ``config.labels`` (-100 for clips without one) for the aux head."""
+        ``(B,)`` indices into ``config.labels`` (-100 for clips without one) for the aux head.
+        ``aux_only``: skip the LM; ``loss`` is the aux head's cross-entropy and ``logits`` its logits (the
+        ``emotion-aux`` phase, run through the same call so data-parallel wrappers sync its gradients)."""
         audio, counts, aux_logits = self._aux_from_inputs(
             semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths
         )
+        if aux_only:
+            if aux_logits is None or emotion_labels is None:
+                raise ValueError("aux_only needs a model with an aux head and emotion_labels")
+            loss = F.cross_entropy(aux_logits.float(), emotion_labels, ignore_index=IGNORE_INDEX)
+            return DualEncoderOutput(aux_logits, loss, aux_logits, counts)
         embeds = self.merge_audio(input_ids, audio)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: same positions
         logits = self.language_model(

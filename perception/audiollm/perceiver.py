@@ -172,11 +172,6 @@ class AudioLLMPerceiver(Perceiver):
         if warmup:
             self.warmup()
 
-    def warmup(self) -> None:
-        """One pass over a second of quiet noise, so the first user turn does not pay for lazy init."""
-        noise = np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32) * 0.01
-        self.perceive(noise)
-
     def new_baseline(self) -> AudioLLMBaseline:
         features = SpeakerFeatures(self.config, self.feature_norms) if self.feature_norms else None
         return AudioLLMBaseline(self.norms, features=features)
@@ -247,8 +242,8 @@ class AudioLLMPerceiver(Perceiver):
         return perception, cue_z
 
     # -- model calls ----------------------------------------------------------------------------------
-    def _batch(self, task, turn: TurnFeatures) -> dict[str, torch.Tensor]:
-        example = self.processor.encode(task, turn.semantic, turn.paralinguistic)
+    def _batch(self, task, turn: TurnFeatures, prefix: str = "") -> dict[str, torch.Tensor]:
+        example = self.processor.encode(task, turn.semantic, turn.paralinguistic, prefix=prefix)
         batch = self.processor.collate([example], padding_side="left")
         batch.pop("emotion_labels", None)
         return batch
@@ -269,11 +264,7 @@ class AudioLLMPerceiver(Perceiver):
         prefix = f"label: {label}\n" if label else ""
         if self.max_new_tokens <= 0:  # no generation: the reasoning is built from the measured cues
             return prefix
-        example = self.processor.encode(
-            "emotion_reasoning", turn.semantic, turn.paralinguistic, prefix=prefix
-        )
-        batch = self.processor.collate([example], padding_side="left")
-        batch.pop("emotion_labels", None)
+        batch = self._batch("emotion_reasoning", turn, prefix)
         with self._lock:
             new = self.model.generate(
                 **batch, max_new_tokens=self.max_new_tokens, pad_token_id=self.processor.pad_id

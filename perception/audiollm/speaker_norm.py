@@ -3,8 +3,8 @@
 Emotion is heard relative to a voice: a naturally high, loud speaker is not angry. Both encoders'
 inputs are therefore standardised against the speaker's own statistics before the model sees them, the
 same way at training time (each clip against its speaker's clips) and at run time (each turn against the
-conversation so far). Held out by actor on CREMA-D, pooled encoder states with a logistic regression go
-from UA 0.67 to 0.77 with this alone.
+conversation so far). On CREMA-D actors held out from training, eGeMAPS + pooled Whisper states with a
+logistic regression go from UA 0.68 to 0.76 with this alone (``python -m bench.audiollm``).
 
 Owns :class:`StreamStats` (per-dimension frame sums of one stream), :class:`FeatureNorms` (the training
 corpus's statistics, saved next to a checkpoint as ``feature_norms.json``) and :class:`SpeakerFeatures`
@@ -70,16 +70,9 @@ class FeatureNorms:
     @classmethod
     def fit(cls, config: DualEncoderConfig, clips: list[tuple[np.ndarray, np.ndarray]]) -> FeatureNorms:
         """From ``(semantic, paralinguistic)`` features of the training clips."""
-        stats = {"semantic": StreamStats(), "paralinguistic": StreamStats()}
-        for sem, para in clips:
-            for name, feats in (("semantic", sem), ("paralinguistic", para)):
-                frames = _frames(config, name, feats)
-                if frames is not None:
-                    stats[name].add(frames)
         mean, var = {}, {}
-        for name, s in stats.items():
-            if s.n_clips:
-                mean[name], var[name] = s.mean_var()
+        for name, s in speaker_stats(config, clips).items():
+            mean[name], var[name] = s.mean_var()
         return cls(mean, var)
 
     def to_json(self) -> dict:
@@ -161,10 +154,7 @@ class SpeakerFeatures:
 
     def add(self, semantic: np.ndarray, paralinguistic: np.ndarray) -> None:
         with self._lock:
-            for name, feats in (("semantic", semantic), ("paralinguistic", paralinguistic)):
-                frames = _frames(self.config, name, feats)
-                if frames is not None:
-                    self.stats.setdefault(name, StreamStats()).add(frames)
+            _add_clip(self.stats, self.config, semantic, paralinguistic)
 
     def normalize(self, semantic: np.ndarray, paralinguistic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
@@ -188,8 +178,14 @@ def speaker_stats(
     """Statistics of one speaker's clips (training: each clip is normalised against these)."""
     out: dict[str, StreamStats] = {}
     for sem, para in clips:
-        for name, feats in (("semantic", sem), ("paralinguistic", para)):
-            frames = _frames(config, name, feats)
-            if frames is not None:
-                out.setdefault(name, StreamStats()).add(frames)
+        _add_clip(out, config, sem, para)
     return out
+
+
+def _add_clip(
+    stats: dict[str, StreamStats], config: DualEncoderConfig, semantic: np.ndarray, paralinguistic: np.ndarray
+) -> None:
+    for name, feats in (("semantic", semantic), ("paralinguistic", paralinguistic)):
+        frames = _frames(config, name, feats)
+        if frames is not None:
+            stats.setdefault(name, StreamStats()).add(frames)

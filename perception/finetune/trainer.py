@@ -201,10 +201,7 @@ class Trainer:
             )
             batch = {k: v.to(acc.device) for k, v in self.sampler.processor.collate(examples).items()}
             with acc.accumulate(self.model):
-                if phase.objective == "aux":
-                    loss = acc.unwrap_model(self.model).aux_loss(**batch)
-                else:
-                    loss = self.model(**batch).loss
+                loss = self.model(**batch, aux_only=phase.objective == "aux").loss
                 acc.backward(loss)
                 if cfg.max_grad_norm and acc.sync_gradients:
                     acc.clip_grad_norm_(
