@@ -128,7 +128,9 @@ def audiollm_run(folder: Path, rows, held_out: set[str], lm_limit: int) -> dict:
     ]
     clips = cache.warm(clips)
     items = [
-        EvalItem(f.semantic, f.paralinguistic, c.emotion, c.speaker) for c in clips for f in [cache.get(c)]
+        EvalItem(f.semantic, f.paralinguistic, c.emotion, c.speaker, f.acoustic)
+        for c in clips
+        for f in [cache.get(c)]
     ]
     if config.speaker_norm:
         items = running_normalized(config, _load_feature_norms(folder), items)

@@ -6,6 +6,8 @@ input (missing file, not audio, empty, too short) into a one-line :class:`percep
 
 from __future__ import annotations
 
+import hashlib
+from functools import lru_cache
 from math import gcd
 from pathlib import Path
 
@@ -73,3 +75,19 @@ def pcm16_to_float(b: bytes) -> np.ndarray:
     if len(b) % 2:
         raise AudioError(f"PCM16 needs an even number of bytes, got {len(b)}")
     return np.frombuffer(b, dtype="<i2").astype(np.float32) / 32768.0
+
+
+@lru_cache(maxsize=65536)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-1 of a file's bytes: the key of per-clip feature caches, so a copied or re-downloaded corpus
+    hits the cache and an edited file never does. Memoised per (path, size, mtime) within a process."""
+    stat = Path(path).stat()
+    return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from perception.acoustics import AcousticAnalyzer, PauseStats
+from perception.audio import file_digest
 
 # Bump when anything that changes stored features changes (models, augmentation, pooling).
-FEATURE_VERSION = "v1-egemaps-tinyen-compact"
+FEATURE_VERSION = "v2-egemaps-tinyen-compact"
 
 
 @dataclass
@@ -73,8 +74,7 @@ def compute_clip_features(audio: np.ndarray, analyzer: AcousticAnalyzer, asr) ->
 
 
 def cache_path(cache_dir: Path, audio_path: Path, variant: str) -> Path:
-    stat = audio_path.stat()
-    key = f"{audio_path.resolve()}|{stat.st_size}|{int(stat.st_mtime)}|{variant}"
+    key = f"{file_digest(audio_path)}|{variant}"
     digest = hashlib.sha1(key.encode()).hexdigest()
     return Path(cache_dir) / "features" / FEATURE_VERSION / digest[:2] / f"{digest}.npz"
 

@@ -116,6 +116,12 @@ class DualEncoderConfig:
     # 0: the head is linear over the mean of all audio tokens. > 0: an MLP of this width over the mean and
     # standard deviation of each stream's tokens (how a voice varies over the turn carries emotion too).
     aux_hidden: int = 256
+    # Utterance-level acoustic descriptors the MLP aux head reads besides the towers' pooled states: the
+    # openSMILE eGeMAPSv02 functionals (88 values: pitch, loudness, voice quality, spectral balance,
+    # rhythm) the perceiver measures for its evidence anyway, speaker-normalised like the streams.
+    # 0: none. Measured descriptors generalise across speakers where a tower trained on one corpus
+    # overfits it.
+    acoustic_functionals: int = 88
     # Where label_scores come from: "lm" (label-token likelihoods at the answer position) or "aux".
     score_source: Literal["lm", "aux"] = "aux"
     # Per-speaker standardisation of both streams (perception.audiollm.speaker_norm): each clip is

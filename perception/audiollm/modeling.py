@@ -76,11 +76,12 @@ def _valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
 
 def _build_aux_head(config: DualEncoderConfig, hidden: int, tower_widths: tuple[int, int]) -> nn.Module:
     """Linear over the mean audio token (``aux_hidden=0``), else an MLP over both towers' states pooled
-    over the turn (mean and std per dimension), standardised per feature by a BatchNorm: the utterance-level
-    statistics emotion recognisers have long relied on, from the same states the adapters project."""
+    over the turn (mean and std per dimension) and the turn's ``acoustic_functionals``, standardised per
+    feature by a BatchNorm: the utterance-level statistics emotion recognisers have long relied on, from
+    the same states the adapters project and the descriptors the evidence cites."""
     if not config.aux_hidden:
         return nn.Linear(hidden, len(config.labels))
-    width = 2 * sum(tower_widths)
+    width = 2 * sum(tower_widths) + config.acoustic_functionals
     return nn.Sequential(
         nn.BatchNorm1d(width),
         nn.Dropout(0.2),
@@ -211,8 +212,17 @@ class DualEncoderForEmotionReasoning(nn.Module):
             return merged[valid], torch.stack([n_sem, n_para], dim=1), torch.cat(pooled, dim=-1)
         return merged[valid], torch.stack([n_sem, n_para], dim=1)  # (N, H), (B, 2)
 
+    @property
+    def uses_acoustic(self) -> bool:
+        """Whether the aux head reads ``acoustic_features`` (``(B, acoustic_functionals)``)."""
+        return self.aux_head is not None and bool(self.config.aux_hidden and self.config.acoustic_functionals)
+
     def _aux_logits(
-        self, audio: torch.Tensor, counts: torch.Tensor, pooled_states: torch.Tensor | None = None
+        self,
+        audio: torch.Tensor,
+        counts: torch.Tensor,
+        pooled_states: torch.Tensor | None = None,
+        acoustic_features: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         if self.aux_head is None:
             return None
@@ -224,6 +234,18 @@ class DualEncoderForEmotionReasoning(nn.Module):
             raise ValueError(
                 "the MLP aux head reads the towers' pooled states (embed_audio(return_pooled=True))"
             )
+        if self.uses_acoustic:
+            expected = (pooled_states.shape[0], self.config.acoustic_functionals)
+            if acoustic_features is None:
+                raise ValueError(
+                    f"this model's aux head reads acoustic_features of shape {expected} "
+                    "(the turn's eGeMAPS functionals; the processor adds them when encode() gets acoustic=)"
+                )
+            if tuple(acoustic_features.shape) != expected:
+                raise ValueError(
+                    f"acoustic_features has shape {tuple(acoustic_features.shape)}, expected {expected}"
+                )
+            pooled_states = torch.cat([pooled_states, acoustic_features.to(pooled_states.dtype)], dim=-1)
         return self.aux_head(pooled_states)  # (B, n_labels)
 
     def _aux_from_inputs(
@@ -232,6 +254,7 @@ class DualEncoderForEmotionReasoning(nn.Module):
         paralinguistic_features: torch.Tensor,
         semantic_lengths: torch.Tensor | None,
         paralinguistic_lengths: torch.Tensor | None,
+        acoustic_features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(audio tokens, counts, aux logits)`` from one pass over the towers."""
         pooled = None
@@ -243,7 +266,7 @@ class DualEncoderForEmotionReasoning(nn.Module):
             audio, counts = self.embed_audio(
                 semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths
             )
-        return audio, counts, self._aux_logits(audio, counts, pooled)
+        return audio, counts, self._aux_logits(audio, counts, pooled, acoustic_features)
 
     def emotion_logits(
         self,
@@ -251,12 +274,13 @@ class DualEncoderForEmotionReasoning(nn.Module):
         paralinguistic_features: torch.Tensor,
         semantic_lengths: torch.Tensor | None = None,
         paralinguistic_lengths: torch.Tensor | None = None,
+        acoustic_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The aux head's ``(B, n_labels)`` logits from the audio alone (no LM pass)."""
         if self.aux_head is None:
             raise ValueError("this model has no aux head (config.aux_head=False)")
         return self._aux_from_inputs(  # type: ignore[return-value]
-            semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths
+            semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths, acoustic_features
         )[2]
 
     def aux_loss(self, emotion_labels: torch.Tensor, **batch: torch.Tensor) -> torch.Tensor:
@@ -287,13 +311,15 @@ class DualEncoderForEmotionReasoning(nn.Module):
         paralinguistic_lengths: torch.Tensor | None = None,
         emotion_labels: torch.Tensor | None = None,
         aux_only: bool = False,
+        acoustic_features: torch.Tensor | None = None,
     ) -> DualEncoderOutput:
         """``labels``: ``(B, L)`` token targets (-100 where ignored; shifted inside). ``emotion_labels``:
         ``(B,)`` indices into ``config.labels`` (-100 for clips without one) for the aux head.
         ``aux_only``: skip the LM; ``loss`` is the aux head's cross-entropy and ``logits`` its logits (the
-        ``emotion-aux`` phase, run through the same call so data-parallel wrappers sync its gradients)."""
+        ``emotion-aux`` phase, run through the same call so data-parallel wrappers sync its gradients).
+        ``acoustic_features``: ``(B, acoustic_functionals)`` for an aux head that reads them."""
         audio, counts, aux_logits = self._aux_from_inputs(
-            semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths
+            semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths, acoustic_features
         )
         if aux_only:
             if aux_logits is None or emotion_labels is None:
@@ -326,6 +352,7 @@ class DualEncoderForEmotionReasoning(nn.Module):
         paralinguistic_features: torch.Tensor,
         semantic_lengths: torch.Tensor | None = None,
         paralinguistic_lengths: torch.Tensor | None = None,
+        acoustic_features: torch.Tensor | None = None,  # read by the aux head only; accepted with the batch
         **generate_kwargs: Any,
     ) -> torch.Tensor:
         """New token ids ``(B, n_new)`` after the (left-padded) prompts; greedy unless told otherwise."""
@@ -351,6 +378,7 @@ class DualEncoderForEmotionReasoning(nn.Module):
         semantic_lengths: torch.Tensor | None = None,
         paralinguistic_lengths: torch.Tensor | None = None,
         source: str | None = None,
+        acoustic_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-label probabilities ``(B, n_labels)`` (rows sum to 1); see :mod:`.scoring`."""
         from perception.audiollm.scoring import label_scores
@@ -365,6 +393,7 @@ class DualEncoderForEmotionReasoning(nn.Module):
             semantic_lengths,
             paralinguistic_lengths,
             source or self.config.score_source,
+            acoustic_features=acoustic_features,
         )
 
     def merge_lora(self) -> None:

@@ -56,6 +56,7 @@ class TurnFeatures:
     semantic: np.ndarray  # whisper-ct2: (T, C) compact encoder states at 50 frames/s
     paralinguistic: np.ndarray  # mel-cnn: (n_mels, T) log-mel at 100 frames/s; hf: (samples,)
     timings_ms: dict[str, float]
+    acoustic: np.ndarray | None = None  # (88,) eGeMAPS functionals, for a model whose aux head reads them
 
 
 FeatureFn = Callable[[np.ndarray], TurnFeatures]
@@ -184,9 +185,9 @@ class AudioLLMPerceiver(Perceiver):
         speaker = getattr(baseline, "features", None)
         if speaker is None:  # no conversation (or a plain cue baseline): this turn alone
             speaker = SpeakerFeatures(self.config, self.feature_norms)
-        speaker.add(turn.semantic, turn.paralinguistic)
-        sem, para = speaker.normalize(turn.semantic, turn.paralinguistic)
-        return TurnFeatures(turn.transcript, sem, para, turn.timings_ms)
+        speaker.add(turn.semantic, turn.paralinguistic, turn.acoustic)
+        sem, para, acoustic = speaker.normalize(turn.semantic, turn.paralinguistic, turn.acoustic)
+        return TurnFeatures(turn.transcript, sem, para, turn.timings_ms, acoustic)
 
     def perceive(
         self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, baseline: SpeakerBaseline | None = None
@@ -202,11 +203,12 @@ class AudioLLMPerceiver(Perceiver):
             raise TypeError(f"AudioLLMPerceiver needs a RunningBaseline, got {type(baseline).__name__}")
         turn = self.features(audio)
         timings = dict(turn.timings_ms)
-        turn = self.normalized(turn, baseline)
-
         start = time.perf_counter()
-        cues = self.analyzer.measure(audio).cues(turn.transcript)
+        measurement = self.analyzer.measure(audio)
+        cues = measurement.cues(turn.transcript)
+        turn.acoustic = measurement.functionals.astype(np.float32)
         timings["acoustics"] = _ms(start)
+        turn = self.normalized(turn, baseline)
 
         start = time.perf_counter()
         reference = baseline if baseline is not None else self.new_baseline()
@@ -243,7 +245,9 @@ class AudioLLMPerceiver(Perceiver):
 
     # -- model calls ----------------------------------------------------------------------------------
     def _batch(self, task, turn: TurnFeatures, prefix: str = "") -> dict[str, torch.Tensor]:
-        example = self.processor.encode(task, turn.semantic, turn.paralinguistic, prefix=prefix)
+        example = self.processor.encode(
+            task, turn.semantic, turn.paralinguistic, prefix=prefix, acoustic=turn.acoustic
+        )
         batch = self.processor.collate([example], padding_side="left")
         batch.pop("emotion_labels", None)
         return batch

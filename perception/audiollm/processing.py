@@ -52,6 +52,7 @@ class EncodedExample:
     semantic_features: np.ndarray  # whisper-ct2: (T, C) states; whisper-hf: (n_mels, T) log-mel
     paralinguistic_features: np.ndarray  # mel-cnn: (n_mels, T) log-mel; hf: (samples,)
     emotion_label: int = IGNORE_INDEX
+    acoustic_features: np.ndarray | None = None  # (acoustic_functionals,) for an aux head that reads them
 
 
 class DualEncoderProcessor:
@@ -109,10 +110,11 @@ class DualEncoderProcessor:
         target: str | None = None,
         emotion: str | None = None,
         prefix: str = "",
+        acoustic: np.ndarray | None = None,
     ) -> EncodedExample:
         """A prompt with the right number of placeholders; with ``target``, its ids and masked labels.
         ``prefix`` (prompts only) starts the answer, e.g. ``"label: sad\n"`` to have the model explain a
-        given label."""
+        given label. ``acoustic``: the clip's ``(acoustic_functionals,)`` descriptors (aux head input)."""
         n_sem, n_para = audio_token_counts(
             self.config,
             int(semantic_features.shape[0 if self.config.semantic.kind == "whisper-ct2" else -1]),
@@ -129,7 +131,16 @@ class DualEncoderProcessor:
             labels = [IGNORE_INDEX] * len(prompt) + answer
             prompt = prompt + answer
         emotion_index = self.config.labels.index(emotion) if emotion in self.config.labels else IGNORE_INDEX
-        return EncodedExample(prompt, labels, semantic_features, paralinguistic_features, emotion_index)
+        if not self.config.acoustic_functionals:
+            acoustic = None  # this model does not read them
+        if acoustic is not None and acoustic.shape != (self.config.acoustic_functionals,):
+            raise ValueError(
+                f"acoustic descriptors have shape {acoustic.shape}, the model reads "
+                f"({self.config.acoustic_functionals},)"
+            )
+        return EncodedExample(
+            prompt, labels, semantic_features, paralinguistic_features, emotion_index, acoustic
+        )
 
     # -- batches --------------------------------------------------------------------------------------
     def collate(
@@ -161,6 +172,11 @@ class DualEncoderProcessor:
         }
         if any(e.labels is not None for e in examples):
             batch["labels"] = labels
+        acoustic = [e.acoustic_features for e in examples]
+        if any(a is not None for a in acoustic):
+            if any(a is None for a in acoustic):
+                raise ValueError("either every example of a batch has acoustic descriptors or none has")
+            batch["acoustic_features"] = torch.from_numpy(np.stack(acoustic).astype(np.float32))
         return batch
 
     def decode(self, token_ids: torch.Tensor) -> list[str]:

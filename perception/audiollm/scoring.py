@@ -31,13 +31,14 @@ def label_scores(
     paralinguistic_lengths: torch.Tensor | None = None,
     source: str = "lm",
     single_pass: bool = True,
+    acoustic_features: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``(B, n_labels)`` probabilities. ``input_ids`` are left-padded ``emotion`` prompts (no answer)."""
     if source == "aux":
         if model.aux_head is None:
             raise ValueError("score_source 'aux' needs a model built with aux_head=True")
         logits = model.emotion_logits(
-            semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths
+            semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths, acoustic_features
         )
         return logits.float().softmax(dim=-1)
     audio, _ = model.embed_audio(

@@ -1,4 +1,4 @@
-"""Per-speaker normalisation of the two audio streams (speaker-level CMVN with a corpus prior).
+"""Per-speaker normalisation of the model's inputs (speaker-level CMVN with a corpus prior).
 
 Emotion is heard relative to a voice: a naturally high, loud speaker is not angry. Both encoders'
 inputs are therefore standardised against the speaker's own statistics before the model sees them, the
@@ -10,7 +10,8 @@ Owns :class:`StreamStats` (per-dimension frame sums of one stream), :class:`Feat
 corpus's statistics, saved next to a checkpoint as ``feature_norms.json``) and :class:`SpeakerFeatures`
 (one speaker's running statistics, blended with the corpus ones as ``w = k / (k + prior)`` after ``k``
 clips, so a first turn is judged against typical speech and later ones more and more against the
-speaker). Only ``whisper-ct2`` states and ``mel-cnn`` log-mel are normalised; other inputs pass through.
+speaker). Normalised: ``whisper-ct2`` states, ``mel-cnn`` log-mel and the utterance-level acoustic
+descriptors (a one-frame stream per clip); other inputs pass through.
 """
 
 from __future__ import annotations
@@ -53,11 +54,23 @@ class StreamStats:
         return mean, np.maximum(self.total_sq / self.n_frames - mean * mean, 0.0)
 
 
-def _frames(config: DualEncoderConfig, stream: str, features: np.ndarray) -> np.ndarray | None:
+Clip = tuple  # (semantic, paralinguistic) or (semantic, paralinguistic, acoustic descriptors or None)
+
+
+def _frames(config: DualEncoderConfig, stream: str, features: np.ndarray | None) -> np.ndarray | None:
     """``(T, D)`` view of a stream's features, or None when the stream is not normalised."""
+    if features is None:
+        return None
     if stream == "semantic":
         return features if config.semantic.kind == "whisper-ct2" else None
+    if stream == "acoustic":
+        return features[None] if config.acoustic_functionals else None
     return features.T if config.paralinguistic.kind == "mel-cnn" else None
+
+
+def _streams(clip: Clip) -> tuple[tuple[str, np.ndarray | None], ...]:
+    acoustic = clip[2] if len(clip) > 2 else None
+    return (("semantic", clip[0]), ("paralinguistic", clip[1]), ("acoustic", acoustic))
 
 
 @dataclass
@@ -68,8 +81,8 @@ class FeatureNorms:
     var: dict[str, np.ndarray]
 
     @classmethod
-    def fit(cls, config: DualEncoderConfig, clips: list[tuple[np.ndarray, np.ndarray]]) -> FeatureNorms:
-        """From ``(semantic, paralinguistic)`` features of the training clips."""
+    def fit(cls, config: DualEncoderConfig, clips: list[Clip]) -> FeatureNorms:
+        """From ``(semantic, paralinguistic[, acoustic])`` features of the training clips."""
         mean, var = {}, {}
         for name, s in speaker_stats(config, clips).items():
             mean[name], var[name] = s.mean_var()
@@ -129,18 +142,20 @@ def normalize_clip(
     paralinguistic: np.ndarray,
     speaker: dict[str, StreamStats] | None = None,
     n_clips: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Both streams of one clip, normalised against ``speaker`` (None: the corpus only)."""
+    acoustic: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The clip's streams ``(semantic, paralinguistic, acoustic)``, normalised against ``speaker``
+    (None: the corpus only)."""
     out = []
-    for name, feats in (("semantic", semantic), ("paralinguistic", paralinguistic)):
+    for name, feats in _streams((semantic, paralinguistic, acoustic)):
         frames = _frames(config, name, feats)
         if frames is None or name not in norms.mean:
             out.append(feats)
             continue
         stats = speaker.get(name) if speaker else None
         normed = normalize_stream(frames, norms, name, stats, config.speaker_norm_prior, n_clips)
-        out.append(normed if name == "semantic" else normed.T)
-    return out[0], out[1]
+        out.append({"semantic": normed, "paralinguistic": normed.T, "acoustic": normed[0]}[name])
+    return out[0], out[1], out[2]
 
 
 @dataclass
@@ -152,13 +167,17 @@ class SpeakerFeatures:
     stats: dict[str, StreamStats] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, semantic: np.ndarray, paralinguistic: np.ndarray) -> None:
+    def add(self, semantic: np.ndarray, paralinguistic: np.ndarray, acoustic: np.ndarray | None = None) -> None:
         with self._lock:
-            _add_clip(self.stats, self.config, semantic, paralinguistic)
+            _add_clip(self.stats, self.config, (semantic, paralinguistic, acoustic))
 
-    def normalize(self, semantic: np.ndarray, paralinguistic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def normalize(
+        self, semantic: np.ndarray, paralinguistic: np.ndarray, acoustic: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         with self._lock:
-            return normalize_clip(self.config, self.norms, semantic, paralinguistic, self.stats)
+            return normalize_clip(
+                self.config, self.norms, semantic, paralinguistic, self.stats, acoustic=acoustic
+            )
 
     def reset(self) -> None:
         with self._lock:
@@ -172,20 +191,16 @@ class SpeakerFeatures:
             return SpeakerFeatures(self.config, self.norms, copy.deepcopy(self.stats, memo))
 
 
-def speaker_stats(
-    config: DualEncoderConfig, clips: list[tuple[np.ndarray, np.ndarray]]
-) -> dict[str, StreamStats]:
+def speaker_stats(config: DualEncoderConfig, clips: list[Clip]) -> dict[str, StreamStats]:
     """Statistics of one speaker's clips (training: each clip is normalised against these)."""
     out: dict[str, StreamStats] = {}
-    for sem, para in clips:
-        _add_clip(out, config, sem, para)
+    for clip in clips:
+        _add_clip(out, config, clip)
     return out
 
 
-def _add_clip(
-    stats: dict[str, StreamStats], config: DualEncoderConfig, semantic: np.ndarray, paralinguistic: np.ndarray
-) -> None:
-    for name, feats in (("semantic", semantic), ("paralinguistic", paralinguistic)):
+def _add_clip(stats: dict[str, StreamStats], config: DualEncoderConfig, clip: Clip) -> None:
+    for name, feats in _streams(clip):
         frames = _frames(config, name, feats)
         if frames is not None:
             stats.setdefault(name, StreamStats()).add(frames)

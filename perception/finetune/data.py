@@ -30,6 +30,7 @@ class TrainItem:
     target: str
     emotion: str | None
     speaker: str | None = None
+    acoustic: np.ndarray | None = None  # (88,) eGeMAPS functionals (the aux head's acoustic input)
 
 
 def build_items(
@@ -46,17 +47,31 @@ def build_items(
         if feat.transcript.strip():
             pools["asr"].append(
                 TrainItem(
-                    "asr", feat.semantic, feat.paralinguistic, feat.transcript, clip.emotion, clip.speaker
+                    "asr",
+                    feat.semantic,
+                    feat.paralinguistic,
+                    feat.transcript,
+                    clip.emotion,
+                    clip.speaker,
+                    feat.acoustic,
                 )
             )
     for i, target in zip(labelled, targets, strict=True):
         feat, label, speaker = features[i], clips[i].emotion, clips[i].speaker
         pools["emotion"].append(
-            TrainItem("emotion", feat.semantic, feat.paralinguistic, label or "", label, speaker)
+            TrainItem("emotion", feat.semantic, feat.paralinguistic, label or "", label, speaker, feat.acoustic)
         )
         if target is not None:
             pools["emotion_reasoning"].append(
-                TrainItem("emotion_reasoning", feat.semantic, feat.paralinguistic, target, label, speaker)
+                TrainItem(
+                    "emotion_reasoning",
+                    feat.semantic,
+                    feat.paralinguistic,
+                    target,
+                    label,
+                    speaker,
+                    feat.acoustic,
+                )
             )
     return pools, stats
 
@@ -79,7 +94,7 @@ class SpeakerNormalizer:
             if item.speaker:
                 by_speaker.setdefault(item.speaker, []).append(item)
         self.stats: dict[str, dict[str, StreamStats]] = {
-            spk: speaker_stats(config, [(i.semantic, i.paralinguistic) for i in group])
+            spk: speaker_stats(config, [(i.semantic, i.paralinguistic, i.acoustic) for i in group])
             for spk, group in by_speaker.items()
         }
 
@@ -87,18 +102,23 @@ class SpeakerNormalizer:
     def from_pools(cls, config: DualEncoderConfig, pools: dict[str, list[TrainItem]]) -> SpeakerNormalizer:
         """Statistics from the distinct clips of the pools (the ``emotion`` pool, else any)."""
         items = pools.get("emotion") or next((p for p in pools.values() if p), [])
-        norms = FeatureNorms.fit(config, [(i.semantic, i.paralinguistic) for i in items])
+        norms = FeatureNorms.fit(config, [(i.semantic, i.paralinguistic, i.acoustic) for i in items])
         return cls(config, norms, items)
 
     def __call__(
-        self, semantic: np.ndarray, paralinguistic: np.ndarray, speaker: str | None, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self,
+        semantic: np.ndarray,
+        paralinguistic: np.ndarray,
+        speaker: str | None,
+        rng: np.random.Generator,
+        acoustic: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         stats = self.stats.get(speaker or "")
         depth = None
         if stats:
             clips = max(s.n_clips for s in stats.values())
             depth = int(rng.integers(1, max(2, min(clips, 40)) + 1))  # a conversation k turns in
-        return normalize_clip(self.config, self.norms, semantic, paralinguistic, stats, depth)
+        return normalize_clip(self.config, self.norms, semantic, paralinguistic, stats, depth, acoustic)
 
 
 def augment_streams(
@@ -153,13 +173,15 @@ class BatchSampler:
         self.normalizer = normalizer
         self.augment = augment
 
-    def _features(self, item: TrainItem, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        sem, para = item.semantic, item.paralinguistic
+    def _features(
+        self, item: TrainItem, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        sem, para, acoustic = item.semantic, item.paralinguistic, item.acoustic
         if self.augment and rng.random() < 0.5:
             sem, para = augment_streams(self.processor.config, sem, para, rng)
         if self.normalizer is not None:
-            sem, para = self.normalizer(sem, para, item.speaker, rng)
-        return sem, para
+            sem, para, acoustic = self.normalizer(sem, para, item.speaker, rng, acoustic)
+        return sem, para, acoustic
 
     def batch(
         self, global_step: int, tasks: dict[str, float], batch_size: int
@@ -174,8 +196,11 @@ class BatchSampler:
         picks = rng.choice(len(pool), size=batch_size, replace=len(pool) < batch_size)
         examples = []
         for i in picks:
-            sem, para = self._features(pool[i], rng)
+            sem, para, acoustic = self._features(pool[i], rng)
+            item = pool[i]
             examples.append(
-                self.processor.encode(pool[i].task, sem, para, target=pool[i].target, emotion=pool[i].emotion)
+                self.processor.encode(
+                    item.task, sem, para, target=item.target, emotion=item.emotion, acoustic=acoustic
+                )
             )
         return task, examples

@@ -30,12 +30,13 @@ class EvalItem:
     paralinguistic: np.ndarray
     emotion: str
     speaker: str | None = None
+    acoustic: np.ndarray | None = None
 
 
 def eval_items(clips: list[Clip], features: list[ClipFeatures], labels: tuple[str, ...]) -> list[EvalItem]:
     """Held-out items: the clips with a label in ``labels``."""
     return [
-        EvalItem(f.semantic, f.paralinguistic, c.emotion, c.speaker)
+        EvalItem(f.semantic, f.paralinguistic, c.emotion, c.speaker, f.acoustic)
         for c, f in zip(clips, features, strict=True)
         if c.emotion in labels
     ]
@@ -51,9 +52,9 @@ def running_normalized(
     for i in conversation_order([it.speaker for it in items], seed):
         it = items[i]
         base = baselines.setdefault(it.speaker or f"#{i}", SpeakerFeatures(config, norms))
-        base.add(it.semantic, it.paralinguistic)
-        sem, para = base.normalize(it.semantic, it.paralinguistic)
-        out[i] = EvalItem(sem, para, it.emotion, it.speaker)
+        base.add(it.semantic, it.paralinguistic, it.acoustic)
+        sem, para, acoustic = base.normalize(it.semantic, it.paralinguistic, it.acoustic)
+        out[i] = EvalItem(sem, para, it.emotion, it.speaker, acoustic)
     return [o for o in out if o is not None]
 
 
@@ -84,7 +85,7 @@ def score_items(
     predictions: list[str] = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        examples = [processor.encode("emotion", i.semantic, i.paralinguistic) for i in chunk]
+        examples = [processor.encode("emotion", i.semantic, i.paralinguistic, acoustic=i.acoustic) for i in chunk]
         batch = processor.collate(examples, padding_side="left")
         batch.pop("emotion_labels", None)
         batch = {k: v.to(device) for k, v in batch.items()}

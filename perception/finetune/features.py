@@ -2,9 +2,9 @@
 
 For every clip: the semantic input (CTranslate2 Whisper encoder states of the compact pass, ``(T, C)``
 at 50 frames/s; the same pass the run-time perceiver uses), the paralinguistic input (Whisper's 80-bin
-log-mel, ``(80, T)`` at 100 frames/s), the raw acoustic cues (:mod:`perception.acoustics`) and a
-transcript (the corpus's own when it has one, else Whisper's). Entries are ``.npz`` files keyed by the
-clip's path, size and mtime and by the extractor's signature, so changing the encoder never mixes
+log-mel, ``(80, T)`` at 100 frames/s), the raw acoustic cues and the 88 eGeMAPS functionals
+(:mod:`perception.acoustics`) and a transcript (the corpus's own when it has one, else Whisper's). Entries are ``.npz`` files keyed by the
+clip's content (SHA-1 of its bytes) and transcript and by the extractor's signature, so changing the encoder never mixes
 features. ``whisper-hf`` / ``hf`` configurations cache log-mel / waveforms instead (their towers run
 inside torch).
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from perception.audio import file_digest
 from perception.audiollm.configuration import DualEncoderConfig
 from perception.finetune.datasets import Clip
 
@@ -33,6 +34,7 @@ class ClipFeatures:
     paralinguistic: np.ndarray  # mel-cnn: (n_mels, T) log-mel; hf: (samples,) waveform
     cues: dict[str, float]  # raw cue values (perception.acoustics.CUES), not yet z-scored
     transcript: str
+    acoustic: np.ndarray | None = None  # (88,) eGeMAPSv02 functionals, not yet normalised
 
 
 Extractor = Callable[[Clip], ClipFeatures]
@@ -59,7 +61,7 @@ class WhisperFeatureExtractor:
     @property
     def signature(self) -> str:
         c = self.config
-        return f"{c.semantic.kind}:{c.semantic.name}|{c.paralinguistic.kind}|compact-v1"
+        return f"{c.semantic.kind}:{c.semantic.name}|{c.paralinguistic.kind}|compact-v2"
 
     def __call__(self, clip: Clip) -> ClipFeatures:
         from perception.audio import load_audio
@@ -73,8 +75,15 @@ class WhisperFeatureExtractor:
             semantic = self.asr.encode_compact(audio, mel)  # (T, C)
         paralinguistic = mel if self.config.paralinguistic.kind == "mel-cnn" else audio.astype(np.float32)
         transcript = clip.transcript or self.asr.transcribe(audio)
-        cues = self.analyzer.measure(audio).cues(transcript)
-        return ClipFeatures(semantic, paralinguistic, cues, transcript)
+        measurement = self.analyzer.measure(audio)
+        acoustic = measurement.functionals.astype(np.float32)
+        return ClipFeatures(semantic, paralinguistic, measurement.cues(transcript), transcript, acoustic)
+
+    def acoustic(self, clip: Clip) -> np.ndarray:
+        """The clip's eGeMAPS functionals alone (to complete cache entries written without them)."""
+        from perception.audio import load_audio
+
+        return self.analyzer.measure(load_audio(clip.path)).functionals.astype(np.float32)
 
 
 class FeatureCache:
@@ -86,8 +95,7 @@ class FeatureCache:
         self.extractor = extractor
 
     def key(self, clip: Clip) -> Path:
-        stat = clip.path.stat()
-        raw = f"{clip.path.resolve()}|{stat.st_size}|{int(stat.st_mtime)}|{clip.transcript or ''}"
+        raw = f"{file_digest(clip.path)}|{clip.transcript or ''}"
         return self.root / f"{hashlib.sha1(raw.encode()).hexdigest()}.npz"
 
     def get(self, clip: Clip) -> ClipFeatures:
@@ -95,23 +103,35 @@ class FeatureCache:
         if path.is_file():
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
-                return ClipFeatures(
+                features = ClipFeatures(
                     data["semantic"].astype(np.float32),
                     data["paralinguistic"].astype(np.float32),
                     meta["cues"],
                     meta["transcript"],
+                    data["acoustic"].astype(np.float32) if "acoustic" in data.files else None,
                 )
+            complete = getattr(self.extractor, "acoustic", None)
+            if features.acoustic is None and complete is not None:  # an entry from before they were kept
+                features.acoustic = complete(clip)
+                self._save(path, features)
+            return features
         features = self.extractor(clip)
+        self._save(path, features)
+        return features
+
+    @staticmethod
+    def _save(path: Path, features: ClipFeatures) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            semantic=features.semantic.astype(np.float16),  # halves the cache; states are well inside fp16
-            paralinguistic=features.paralinguistic.astype(np.float16),
-            meta=np.array(json.dumps({"cues": features.cues, "transcript": features.transcript})),
-        )
+        arrays = {
+            "semantic": features.semantic.astype(np.float16),  # halves the cache; states fit fp16 well
+            "paralinguistic": features.paralinguistic.astype(np.float16),
+            "meta": np.array(json.dumps({"cues": features.cues, "transcript": features.transcript})),
+        }
+        if features.acoustic is not None:
+            arrays["acoustic"] = features.acoustic.astype(np.float32)  # openSMILE values span decades
+        np.savez(tmp, **arrays)
         tmp.replace(path)
-        return features
 
     def warm(self, clips: Iterable[Clip], progress: bool = True) -> list[Clip]:
         """Compute every missing entry (with a progress bar). Returns the usable clips: one that is not

@@ -62,6 +62,7 @@ def tiny_config(lm_path: Path | str, **overrides) -> DualEncoderConfig:
         projector=ProjectorConfig(hidden_size=32),
         lora=LoraSettings(r=4, alpha=8, dropout=0.0),
         language_model=str(lm_path),
+        acoustic_functionals=0,  # tests that feed acoustic descriptors set it
     )
     for k, v in overrides.items():
         setattr(cfg, k, v)

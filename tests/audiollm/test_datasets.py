@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,10 @@ from perception.finetune.features import ClipFeatures, FeatureCache
 
 
 def _wav(path: Path) -> Path:
+    """A short wav whose bytes differ per file name (feature caches are keyed by content)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, np.zeros(1600, dtype=np.float32), 16000)
+    rng = np.random.default_rng(zlib.crc32(path.name.encode()))
+    sf.write(path, rng.uniform(-0.1, 0.1, 1600).astype(np.float32), 16000)
     return path
 
 
@@ -122,6 +125,49 @@ def test_feature_cache_computes_once(tmp_path):
     got = cache.get(clips[0])
     assert len(calls) == 1 and got.semantic.shape == (5, 4) and got.cues == {"pitch_mean": 3.0}
     assert got.transcript == "hi" and got.semantic.dtype == np.float32
+
+
+def test_feature_cache_is_keyed_by_content(tmp_path):
+    """A copied corpus (new path, new mtime) hits the cache; an edited file does not."""
+    import shutil
+
+    original = _wav(tmp_path / "a" / "1001_DFA_ANG_XX.wav")
+    calls = []
+
+    def extractor(clip):
+        calls.append(clip.path)
+        return ClipFeatures(np.ones((5, 4), np.float32), np.ones((8, 10), np.float32), {}, "hi")
+
+    cache = FeatureCache(tmp_path / "cache", extractor, signature="test")
+    cache.warm(load_crema_d(original.parent)[0], progress=False)
+    copy = tmp_path / "b" / original.name
+    copy.parent.mkdir()
+    shutil.copy(original, copy)
+    cache.warm(load_crema_d(copy.parent)[0], progress=False)
+    assert len(calls) == 1
+    sf.write(copy, np.full(1600, 0.05, dtype=np.float32), 16000)
+    cache.warm(load_crema_d(copy.parent)[0], progress=False)
+    assert len(calls) == 2
+
+
+def test_feature_cache_completes_entries_without_acoustic_descriptors(tmp_path):
+    clips, _ = load_crema_d(_wav(tmp_path / "c" / "1001_DFA_ANG_XX.wav").parent)
+
+    class Extractor:
+        signature = "test"
+
+        def __call__(self, clip):
+            return ClipFeatures(np.ones((5, 4), np.float32), np.ones((8, 10), np.float32), {}, "hi")
+
+        def acoustic(self, clip):
+            return np.arange(88, dtype=np.float32)
+
+    cache = FeatureCache(tmp_path / "cache", Extractor())
+    assert cache.get(clips[0]).acoustic is None  # written as an extractor without descriptors writes it
+    completed = cache.get(clips[0])  # read back: the missing descriptors are measured and stored
+    assert np.array_equal(completed.acoustic, np.arange(88))
+    Extractor.acoustic = None  # no longer able to measure: the stored ones are read
+    assert np.array_equal(FeatureCache(tmp_path / "cache", Extractor()).get(clips[0]).acoustic, np.arange(88))
 
 
 def test_unusable_clips_are_left_out_not_fatal(tmp_path):

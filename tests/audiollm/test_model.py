@@ -211,3 +211,38 @@ def test_merged_lora_gives_the_same_outputs(tiny):
     assert not any("lora_" in n for n, _ in model.named_parameters())
     with pytest.raises(ValueError, match="merged"):
         model.save_pretrained("unused")
+
+
+def test_aux_head_reads_acoustic_descriptors_with_checked_shapes(tiny_lm_dir):
+    """An aux head with ``acoustic_functionals`` reads them beside the pooled states; the processor
+    carries them, a missing or mis-sized input is a precise error, and they change the scores."""
+    from perception.audiollm import DualEncoderProcessor
+    from tests.audiollm.conftest import make_tokenizer, tiny_config
+
+    torch.manual_seed(0)
+    cfg = tiny_config(tiny_lm_dir, acoustic_functionals=6)
+    processor = DualEncoderProcessor(cfg, make_tokenizer())
+    model = DualEncoderForEmotionReasoning(cfg, load_lm(tiny_lm_dir)).eval()
+    rng = np.random.default_rng(0)
+    streams = [fake_features(s, rng) for s in (1.0, 1.4)]
+    examples = [processor.encode("emotion", *f, acoustic=rng.standard_normal(6)) for f in streams]
+    batch = processor.collate(examples, "left")
+    assert batch["acoustic_features"].shape == (2, 6)
+    keys = ("semantic_features", "paralinguistic_features", "semantic_lengths", "paralinguistic_lengths")
+    inputs = {k: batch[k] for k in keys}
+    logits = model.emotion_logits(**inputs, acoustic_features=batch["acoustic_features"])
+    assert logits.shape == (2, len(cfg.labels))
+    moved = model.emotion_logits(**inputs, acoustic_features=batch["acoustic_features"] + 3.0)
+    assert not torch.allclose(logits, moved)
+    with pytest.raises(ValueError, match=r"reads acoustic_features of shape \(2, 6\)"):
+        model.emotion_logits(**inputs)
+    with pytest.raises(ValueError, match=r"shape \(2, 5\), expected \(2, 6\)"):
+        model.emotion_logits(**inputs, acoustic_features=batch["acoustic_features"][:, :5])
+    with pytest.raises(ValueError, match=r"shape \(4,\), the model reads \(6,\)"):
+        processor.encode("emotion", *streams[0], acoustic=np.zeros(4))
+    mixed = [examples[0], processor.encode("emotion", *streams[1])]
+    with pytest.raises(ValueError, match="every example of a batch"):
+        processor.collate(mixed)
+    batch.pop("emotion_labels")
+    probs = model.label_scores(**batch, source="aux")
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2))

@@ -40,6 +40,7 @@ def whisper_sized_config(lm_dir: Path):
         paralinguistic=ParalinguisticEncoderConfig(
             n_mels=80, hidden_size=32, num_layers=1, num_heads=2, dropout=0.0
         ),
+        acoustic_functionals=88,  # the aux head reads the turn's measured eGeMAPS functionals
     )
 
 
@@ -59,7 +60,8 @@ def run_dir(tmp_path_factory, tiny_lm_dir) -> Path:
         mel = rng.standard_normal((80, 80)).astype(np.float32)
         cues = {"pitch_mean": float(rng.normal()), "loudness_mean": float(rng.normal())}
         clips.append(Clip(Path(f"{i}.wav"), label, "kids are talking by the door", speaker=f"s{i % 2}"))
-        feats.append(ClipFeatures(sem, mel, cues, "kids are talking by the door"))
+        acoustic = rng.standard_normal(88).astype(np.float32)
+        feats.append(ClipFeatures(sem, mel, cues, "kids are talking by the door", acoustic))
     pools, _ = build_items(clips, feats, TemplateTeacher(), LABELS)
     out = tmp_path_factory.mktemp("run") / "tiny-run"
     normalizer = SpeakerNormalizer.from_pools(config, pools)

@@ -49,14 +49,14 @@ def test_a_speaker_is_heard_against_their_own_voice_as_turns_accumulate():
     loud = [_clip(rng, 3.0) for _ in range(30)]  # a speaker far from the corpus on every dimension
     stats = speaker_stats(CONFIG, loud)
     sem, mel = loud[0]
-    alone_sem, _ = normalize_clip(CONFIG, norms, sem, mel)  # against the corpus only
-    early_sem, _ = normalize_clip(CONFIG, norms, sem, mel, stats, n_clips=1)
-    late_sem, late_mel = normalize_clip(CONFIG, norms, sem, mel, stats, n_clips=1000)
+    alone_sem, _, _ = normalize_clip(CONFIG, norms, sem, mel)  # against the corpus only
+    early_sem, _, _ = normalize_clip(CONFIG, norms, sem, mel, stats, n_clips=1)
+    late_sem, late_mel, _ = normalize_clip(CONFIG, norms, sem, mel, stats, n_clips=1000)
     assert alone_sem.mean() > 2.5  # "everything is raised" when judged against typical speech
     assert abs(float(late_sem.mean())) < 0.2 and abs(float(late_mel.mean())) < 0.2  # own voice: centred
     assert late_sem.mean() < early_sem.mean() < alone_sem.mean()
     # half-way at k == prior (10): the mean is blended evenly
-    half, _ = normalize_clip(CONFIG, norms, sem, mel, stats, n_clips=10)
+    half, _, _ = normalize_clip(CONFIG, norms, sem, mel, stats, n_clips=10)
     mean_c, var_c = norms.mean["semantic"], norms.var["semantic"]
     mean_s, var_s = stats["semantic"].mean_var()
     expected = (sem - (mean_c + mean_s) / 2) / np.sqrt((var_c + var_s) / 2 + 1e-5)
@@ -81,8 +81,27 @@ def test_other_input_kinds_pass_through():
     wave = rng.standard_normal(16_000).astype(np.float32)
     norms = FeatureNorms.fit(cfg, [(sem, wave)])
     assert set(norms.mean) == {"semantic"}
-    out_sem, out_wave = normalize_clip(cfg, norms, sem, wave)
-    assert out_wave is wave and not np.allclose(out_sem, sem)
+    out_sem, out_wave, none = normalize_clip(cfg, norms, sem, wave)
+    assert out_wave is wave and not np.allclose(out_sem, sem) and none is None
+
+
+def test_acoustic_descriptors_are_a_one_frame_stream_per_clip():
+    """The aux head's eGeMAPS functionals are normalised like the streams: one frame per clip."""
+    rng = np.random.default_rng(7)
+    corpus = [(*_clip(rng, 0.0), rng.normal(0.0, 1.0, 88)) for _ in range(50)]
+    norms = FeatureNorms.fit(CONFIG, corpus)
+    assert norms.mean["acoustic"].shape == (88,)
+    speaker = SpeakerFeatures(CONFIG, norms)
+    high = [(*_clip(rng, 0.0), rng.normal(5.0, 1.0, 88)) for _ in range(40)]  # a voice far from the corpus
+    for sem, mel, acoustic in high:
+        speaker.add(sem, mel, acoustic)
+    assert speaker.stats["acoustic"].n_clips == 40 and speaker.stats["acoustic"].n_frames == 40
+    _, _, first = normalize_clip(CONFIG, norms, *high[0][:2], acoustic=high[0][2])
+    _, _, late = speaker.normalize(*high[0])
+    assert first.shape == late.shape == (88,) and first.dtype == np.float32
+    assert first.mean() > 3.0 and abs(float(late.mean())) < 1.0  # judged against the speaker's own voice
+    off = DualEncoderConfig(acoustic_functionals=0)  # a model without the input: passed through untouched
+    assert "acoustic" not in FeatureNorms.fit(off, corpus).mean
 
 
 def test_conversation_order_groups_speakers_and_shuffles_within():
@@ -109,7 +128,7 @@ def test_held_out_items_are_normalised_like_a_live_conversation():
         if items[i].speaker != "hi":
             continue
         base.add(items[i].semantic, items[i].paralinguistic)
-        sem, _ = base.normalize(items[i].semantic, items[i].paralinguistic)
+        sem, _, _ = base.normalize(items[i].semantic, items[i].paralinguistic)
         np.testing.assert_allclose(out[i].semantic, sem)
     late = [abs(float(o.semantic.mean())) for o in out]
     assert max(late) < 2.0  # both speakers pulled towards their own centre
