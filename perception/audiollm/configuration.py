@@ -139,6 +139,9 @@ class DualEncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DualEncoderConfig:
+        """From :meth:`to_dict` output or a hand-written subset (missing fields take their defaults,
+        except ``acoustic_functionals``: a config without it is from a run whose aux head did not read
+        them, so it is 0 unless given)."""
         parts = {
             "semantic": SemanticEncoderConfig,
             "paralinguistic": ParalinguisticEncoderConfig,
@@ -149,7 +152,7 @@ class DualEncoderConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown DualEncoderConfig field(s): {', '.join(unknown)}")
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"acoustic_functionals": 0}  # configs saved before the aux head read them
         for key, value in data.items():
             kwargs[key] = parts[key](**value) if key in parts and isinstance(value, dict) else value
         return cls(**kwargs)

@@ -246,3 +246,10 @@ def test_aux_head_reads_acoustic_descriptors_with_checked_shapes(tiny_lm_dir):
     batch.pop("emotion_labels")
     probs = model.label_scores(**batch, source="aux")
     torch.testing.assert_close(probs.sum(-1), torch.ones(2))
+
+
+def test_configs_saved_before_acoustic_descriptors_load_without_them():
+    old = DualEncoderConfig().to_dict()
+    del old["acoustic_functionals"]
+    assert DualEncoderConfig.from_dict(old).acoustic_functionals == 0
+    assert DualEncoderConfig.from_dict(DualEncoderConfig().to_dict()).acoustic_functionals == 88
