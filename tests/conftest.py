@@ -66,7 +66,10 @@ def server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "serve", "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     running = RunningServer(proc, port, log_path)
     deadline = time.monotonic() + 300  # first start converts the bundled LLM once

@@ -280,7 +280,11 @@ class DualEncoderForEmotionReasoning(nn.Module):
         if self.aux_head is None:
             raise ValueError("this model has no aux head (config.aux_head=False)")
         return self._aux_from_inputs(  # type: ignore[return-value]
-            semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths, acoustic_features
+            semantic_features,
+            paralinguistic_features,
+            semantic_lengths,
+            paralinguistic_lengths,
+            acoustic_features,
         )[2]
 
     def aux_loss(self, emotion_labels: torch.Tensor, **batch: torch.Tensor) -> torch.Tensor:
@@ -319,7 +323,11 @@ class DualEncoderForEmotionReasoning(nn.Module):
         ``emotion-aux`` phase, run through the same call so data-parallel wrappers sync its gradients).
         ``acoustic_features``: ``(B, acoustic_functionals)`` for an aux head that reads them."""
         audio, counts, aux_logits = self._aux_from_inputs(
-            semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths, acoustic_features
+            semantic_features,
+            paralinguistic_features,
+            semantic_lengths,
+            paralinguistic_lengths,
+            acoustic_features,
         )
         if aux_only:
             if aux_logits is None or emotion_labels is None:

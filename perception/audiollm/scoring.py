@@ -38,7 +38,11 @@ def label_scores(
         if model.aux_head is None:
             raise ValueError("score_source 'aux' needs a model built with aux_head=True")
         logits = model.emotion_logits(
-            semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths, acoustic_features
+            semantic_features,
+            paralinguistic_features,
+            semantic_lengths,
+            paralinguistic_lengths,
+            acoustic_features,
         )
         return logits.float().softmax(dim=-1)
     audio, _ = model.embed_audio(

@@ -167,7 +167,9 @@ class SpeakerFeatures:
     stats: dict[str, StreamStats] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, semantic: np.ndarray, paralinguistic: np.ndarray, acoustic: np.ndarray | None = None) -> None:
+    def add(
+        self, semantic: np.ndarray, paralinguistic: np.ndarray, acoustic: np.ndarray | None = None
+    ) -> None:
         with self._lock:
             _add_clip(self.stats, self.config, (semantic, paralinguistic, acoustic))
 

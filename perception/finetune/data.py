@@ -59,7 +59,9 @@ def build_items(
     for i, target in zip(labelled, targets, strict=True):
         feat, label, speaker = features[i], clips[i].emotion, clips[i].speaker
         pools["emotion"].append(
-            TrainItem("emotion", feat.semantic, feat.paralinguistic, label or "", label, speaker, feat.acoustic)
+            TrainItem(
+                "emotion", feat.semantic, feat.paralinguistic, label or "", label, speaker, feat.acoustic
+            )
         )
         if target is not None:
             pools["emotion_reasoning"].append(

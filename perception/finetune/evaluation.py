@@ -85,7 +85,9 @@ def score_items(
     predictions: list[str] = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        examples = [processor.encode("emotion", i.semantic, i.paralinguistic, acoustic=i.acoustic) for i in chunk]
+        examples = [
+            processor.encode("emotion", i.semantic, i.paralinguistic, acoustic=i.acoustic) for i in chunk
+        ]
         batch = processor.collate(examples, padding_side="left")
         batch.pop("emotion_labels", None)
         batch = {k: v.to(device) for k, v in batch.items()}

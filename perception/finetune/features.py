@@ -3,10 +3,10 @@
 For every clip: the semantic input (CTranslate2 Whisper encoder states of the compact pass, ``(T, C)``
 at 50 frames/s; the same pass the run-time perceiver uses), the paralinguistic input (Whisper's 80-bin
 log-mel, ``(80, T)`` at 100 frames/s), the raw acoustic cues and the 88 eGeMAPS functionals
-(:mod:`perception.acoustics`) and a transcript (the corpus's own when it has one, else Whisper's). Entries are ``.npz`` files keyed by the
-clip's content (SHA-1 of its bytes) and transcript and by the extractor's signature, so changing the encoder never mixes
-features. ``whisper-hf`` / ``hf`` configurations cache log-mel / waveforms instead (their towers run
-inside torch).
+(:mod:`perception.acoustics`) and a transcript (the corpus's own when it has one, else Whisper's).
+Entries are ``.npz`` files keyed by the clip's content (SHA-1 of its bytes) and transcript and by the
+extractor's signature, so changing the encoder never mixes features and a copied corpus reuses them.
+``whisper-hf`` / ``hf`` configurations cache log-mel / waveforms instead (their towers run inside torch).
 """
 
 from __future__ import annotations
