@@ -119,3 +119,13 @@ def test_unknown_objective_is_refused():
 
     with pytest.raises(ValueError, match="objective"):
         Phase("x", {"emotion": 1.0}, ("aux_head",), 1, objective="contrastive")
+
+
+def test_a_phase_of_zero_steps_is_skipped():
+    from perception.finetune.schedule import build_schedule
+
+    schedule = build_schedule("alternating", [2, 3, 0], aux_steps=4)  # speech, emotion, emotion-aux, no joint
+    assert [p.name for p in schedule.phases] == ["speech", "emotion", "emotion-aux", "joint"]
+    assert schedule.total_steps == 9
+    assert schedule.locate(4) == (1, 2) and schedule.locate(5) == (2, 0) and schedule.locate(8) == (2, 3)
+    assert schedule.locate(9) == (len(schedule.phases), 0)  # done: the joint phase never runs
