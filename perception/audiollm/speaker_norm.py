@@ -54,7 +54,7 @@ class StreamStats:
         return mean, np.maximum(self.total_sq / self.n_frames - mean * mean, 0.0)
 
 
-Clip = tuple  # (semantic, paralinguistic) or (semantic, paralinguistic, acoustic descriptors or None)
+ClipStreams = tuple  # (semantic, paralinguistic) or (semantic, paralinguistic, acoustic descriptors or None)
 
 
 def _frames(config: DualEncoderConfig, stream: str, features: np.ndarray | None) -> np.ndarray | None:
@@ -68,7 +68,7 @@ def _frames(config: DualEncoderConfig, stream: str, features: np.ndarray | None)
     return features.T if config.paralinguistic.kind == "mel-cnn" else None
 
 
-def _streams(clip: Clip) -> tuple[tuple[str, np.ndarray | None], ...]:
+def _streams(clip: ClipStreams) -> tuple[tuple[str, np.ndarray | None], ...]:
     acoustic = clip[2] if len(clip) > 2 else None
     return (("semantic", clip[0]), ("paralinguistic", clip[1]), ("acoustic", acoustic))
 
@@ -81,7 +81,7 @@ class FeatureNorms:
     var: dict[str, np.ndarray]
 
     @classmethod
-    def fit(cls, config: DualEncoderConfig, clips: list[Clip]) -> FeatureNorms:
+    def fit(cls, config: DualEncoderConfig, clips: list[ClipStreams]) -> FeatureNorms:
         """From ``(semantic, paralinguistic[, acoustic])`` features of the training clips."""
         mean, var = {}, {}
         for name, s in speaker_stats(config, clips).items():
@@ -193,7 +193,7 @@ class SpeakerFeatures:
             return SpeakerFeatures(self.config, self.norms, copy.deepcopy(self.stats, memo))
 
 
-def speaker_stats(config: DualEncoderConfig, clips: list[Clip]) -> dict[str, StreamStats]:
+def speaker_stats(config: DualEncoderConfig, clips: list[ClipStreams]) -> dict[str, StreamStats]:
     """Statistics of one speaker's clips (training: each clip is normalised against these)."""
     out: dict[str, StreamStats] = {}
     for clip in clips:
@@ -201,7 +201,7 @@ def speaker_stats(config: DualEncoderConfig, clips: list[Clip]) -> dict[str, Str
     return out
 
 
-def _add_clip(stats: dict[str, StreamStats], config: DualEncoderConfig, clip: Clip) -> None:
+def _add_clip(stats: dict[str, StreamStats], config: DualEncoderConfig, clip: ClipStreams) -> None:
     for name, feats in _streams(clip):
         frames = _frames(config, name, feats)
         if frames is not None:

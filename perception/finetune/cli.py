@@ -199,6 +199,8 @@ def _run(args: argparse.Namespace) -> int:
         evaluator=evaluator,
     )
     state = trainer.train(max_steps=args.max_steps, resume=not args.no_resume)
+    if state.global_step >= schedule.total_steps:
+        finish_training_meta(out)
     print(
         f"step {state.global_step}/{schedule.total_steps}; last loss "
         f"{state.losses[-1] if state.losses else float('nan'):.4f}; run folder {out}",
@@ -226,7 +228,10 @@ def write_training_meta(out: Path, args: argparse.Namespace, clips, held_out, sc
         "held_out_speakers": sorted({c.speaker for c in held_out if c.speaker}),
         "schedule": schedule.to_dict(),
         "batch_size": args.batch_size,
+        "aux_batch_size": args.aux_batch_size,
+        "grad_accum": args.grad_accum,
         "lr": args.lr,
+        "weight_decay": args.weight_decay,
         "teacher": args.teacher,
         "seed": args.seed,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -235,6 +240,22 @@ def write_training_meta(out: Path, args: argparse.Namespace, clips, held_out, sc
     path = out / TRAINING_META
     path.write_text(json.dumps(meta, indent=2) + "\n")
     return path
+
+
+def finish_training_meta(out: Path) -> dict:
+    """Add ``finished`` and ``held_out_eval`` (the newest entry of ``eval.json``, without its confusion
+    matrix) to ``<out>/training.json`` once the schedule is done; returns the record."""
+    import time
+
+    path = out / TRAINING_META
+    meta = json.loads(path.read_text())
+    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    evals = out / "eval.json"
+    if evals.is_file():
+        latest = json.loads(evals.read_text())["latest"]
+        meta["held_out_eval"] = {k: latest[k] for k in ("step", "n", "ua", "wa", "macro_f1") if k in latest}
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
 
 
 def main(argv: list[str] | None = None) -> int:

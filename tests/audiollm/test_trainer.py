@@ -94,6 +94,15 @@ def test_eval_step_scores_held_out_clips_into_json(tmp_path, tiny, pools) -> Non
     assert sum(sum(row.values()) for row in latest["confusion"].values()) == len(held)
     assert (out / "final" / "tokenizer_config.json").is_file()  # the tokenizer with the audio placeholder
 
+    # a finished run's training record carries its end and held-out figures (as `emo-agent train` does)
+    from perception.finetune.cli import TRAINING_META, finish_training_meta
+
+    (out / TRAINING_META).write_text(json.dumps({"command": "emo-agent train --out run"}))
+    meta = finish_training_meta(out)
+    assert meta == json.loads((out / TRAINING_META).read_text())
+    assert meta["command"] == "emo-agent train --out run" and meta["finished"].endswith("Z")
+    assert meta["held_out_eval"] == {k: latest[k] for k in ("step", "n", "ua", "wa", "macro_f1")}
+
 
 def test_eval_metrics_are_the_eval_reports() -> None:
     from agent.evaluation import confusion_matrix, metrics_from_confusion
