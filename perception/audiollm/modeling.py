@@ -170,10 +170,13 @@ class DualEncoderForEmotionReasoning(nn.Module):
         semantic_lengths: torch.Tensor | None = None,
         paralinguistic_lengths: torch.Tensor | None = None,
         return_pooled: bool = False,
+        project: bool = True,
     ):
         """Projected audio tokens of a batch, flattened: ``(N, H)`` with N the sum over clips of semantic
         then paralinguistic tokens, and the per-clip counts ``(B, 2)``. With ``return_pooled`` also the
-        towers' states pooled per clip, ``(B, 2 * (C_sem + C_para))`` (mean and std over valid frames)."""
+        towers' states pooled per clip, ``(B, 2 * (C_sem + C_para))`` (mean and std over valid frames).
+        ``project=False`` (with ``return_pooled``) skips the adapters: ``(None, counts, pooled)``, all an
+        MLP aux head needs."""
         b = semantic_features.shape[0]
         device = semantic_features.device
         if semantic_lengths is None:
@@ -200,12 +203,15 @@ class DualEncoderForEmotionReasoning(nn.Module):
                 mean = states.sum(dim=1) / n
                 var = (((states - mean[:, None]) * valid) ** 2).sum(dim=1) / n
                 pooled.append(torch.cat([mean, (var + 1e-6).sqrt()], dim=-1))
-            tokens = projector(states)  # (B, T'/k, H)
             counts = torch.tensor(
                 [stacked_length(int(n), projector.stack) for n in frame_lengths], device=device
             )
-            streams.append((tokens, counts))
+            streams.append((projector(states) if project else None, counts))  # (B, T'/k, H)
         (sem, n_sem), (para, n_para) = streams
+        if not project:
+            if not return_pooled:
+                raise ValueError("embed_audio(project=False) returns only the pooled states: ask for them")
+            return None, torch.stack([n_sem, n_para], dim=1), torch.cat(pooled, dim=-1)
         valid = torch.cat([_valid_mask(n_sem, sem.shape[1]), _valid_mask(n_para, para.shape[1])], dim=1)
         merged = torch.cat([sem, para], dim=1)  # (B, T_s + T_p, H), semantic first
         if return_pooled:
@@ -255,12 +261,19 @@ class DualEncoderForEmotionReasoning(nn.Module):
         semantic_lengths: torch.Tensor | None,
         paralinguistic_lengths: torch.Tensor | None,
         acoustic_features: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(audio tokens, counts, aux logits)`` from one pass over the towers."""
+        project: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """``(audio tokens, counts, aux logits)`` from one pass over the towers. ``project=False``: the
+        aux logits only (no adapter pass, audio tokens ``None``) when the aux head is the MLP."""
         pooled = None
         if self.aux_head is not None and self.config.aux_hidden:
             audio, counts, pooled = self.embed_audio(
-                semantic_features, paralinguistic_features, semantic_lengths, paralinguistic_lengths, True
+                semantic_features,
+                paralinguistic_features,
+                semantic_lengths,
+                paralinguistic_lengths,
+                True,
+                project,
             )
         else:
             audio, counts = self.embed_audio(
@@ -285,6 +298,7 @@ class DualEncoderForEmotionReasoning(nn.Module):
             semantic_lengths,
             paralinguistic_lengths,
             acoustic_features,
+            project=False,
         )[2]
 
     def aux_loss(self, emotion_labels: torch.Tensor, **batch: torch.Tensor) -> torch.Tensor:
@@ -328,6 +342,7 @@ class DualEncoderForEmotionReasoning(nn.Module):
             semantic_lengths,
             paralinguistic_lengths,
             acoustic_features,
+            project=not aux_only,
         )
         if aux_only:
             if aux_logits is None or emotion_labels is None:
@@ -429,6 +444,22 @@ class DualEncoderForEmotionReasoning(nn.Module):
         from perception.audiollm.checkpoint import load_trainable
 
         return load_trainable(directory, language_model=language_model, cache_dir=cache_dir)
+
+    def train_groups_only(self, groups: tuple[str, ...] | list[str]) -> None:
+        """Training mode for the modules of ``groups`` only; every other module in eval mode (no
+        dropout, fixed normalisation statistics), as frozen encoders under a probe."""
+        modules: dict[str, list[nn.Module]] = {
+            "semantic": [self.semantic_projector]
+            + ([self.semantic_tower] if self.config.semantic.trainable else []),
+            "paralinguistic": [self.paralinguistic_projector]
+            + ([self.paralinguistic_tower] if self.config.paralinguistic.trainable else []),
+            "lora": [self.language_model],
+            "aux_head": [self.aux_head] if self.aux_head is not None else [],
+        }
+        self.eval()
+        for name in groups:
+            for module in modules[name]:
+                module.train()
 
     def trainable_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by the groups the training schedule switches on and off."""

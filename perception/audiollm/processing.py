@@ -74,6 +74,7 @@ class DualEncoderProcessor:
         unk = getattr(tokenizer, "unk_token_id", None)
         self.end_id: int = int(end) if isinstance(end, int) and end != unk else int(tokenizer.eos_token_id)
         self.pad_id: int = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_id)
+        self._prompt_parts: dict[str, tuple[list[int], list[int]]] = {}
 
     # -- prompts --------------------------------------------------------------------------------------
     def _render(self, instruction: str) -> tuple[str, str]:
@@ -92,8 +93,11 @@ class DualEncoderProcessor:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def prompt_ids(self, task: Task, n_audio_tokens: int) -> list[int]:
-        before, after = self._render(task_instruction(task, self.config.labels))
-        return self._ids(before) + [int(self.config.audio_token_id)] * n_audio_tokens + self._ids(after)  # type: ignore[arg-type]
+        parts = self._prompt_parts.get(task)
+        if parts is None:  # tokenised once per task: training encodes thousands of prompts
+            before, after = self._render(task_instruction(task, self.config.labels))
+            parts = self._prompt_parts[task] = (self._ids(before), self._ids(after))
+        return parts[0] + [int(self.config.audio_token_id)] * n_audio_tokens + parts[1]  # type: ignore[arg-type]
 
     def target_ids(self, target: str) -> list[int]:
         return self._ids(target.strip()) + [self.end_id]

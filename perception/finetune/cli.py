@@ -48,8 +48,16 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:  # argparse._SubPar
         default=0,
         help="steps of the emotion-aux phase (aux head only, no LM pass; before the joint phase)",
     )
+    p.add_argument(
+        "--head-steps",
+        type=int,
+        default=0,
+        help="steps of the final emotion-head phase (the aux head alone on the frozen towers)",
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--aux-batch-size", type=int, default=32, help="batch size of the emotion-aux phase")
+    p.add_argument("--head-batch-size", type=int, default=128, help="batch size of the emotion-head phase")
+    p.add_argument("--head-lr", type=float, default=3e-4, help="learning rate of the emotion-head phase")
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
@@ -116,7 +124,6 @@ def _run(args: argparse.Namespace) -> int:
     from perception.finetune.data import BatchSampler, SpeakerNormalizer, prepare_items
     from perception.finetune.evaluation import HeldOutEvaluator, eval_items, holdout_speakers
     from perception.finetune.features import FeatureCache, WhisperFeatureExtractor
-    from perception.finetune.schedule import build_schedule
     from perception.finetune.supervision import build_teacher
     from perception.finetune.trainer import TrainConfig, Trainer
 
@@ -126,11 +133,7 @@ def _run(args: argparse.Namespace) -> int:
     config_path = args.config or (saved if saved.is_file() and not args.no_resume else None)
     try:
         config = DualEncoderConfig.load(config_path) if config_path else DualEncoderConfig()
-        steps = [int(s) for s in str(args.steps).split(",") if s.strip()]
-        schedule = build_schedule(args.schedule, steps, args.aux_steps)
-        for phase in schedule.phases:
-            if phase.objective == "aux":
-                phase.batch_size = args.aux_batch_size
+        schedule = schedule_from_args(args)
     except (OSError, ValueError, TypeError) as exc:
         raise PerceptionError(f"bad configuration: {exc}") from exc
     clips = _clips(args)
@@ -209,6 +212,21 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def schedule_from_args(args: argparse.Namespace):
+    """The schedule ``--schedule``, ``--steps``, ``--aux-steps`` and ``--head-steps`` ask for, with the
+    batch sizes and learning rate of the aux and head phases."""
+    from perception.finetune.schedule import build_schedule
+
+    steps = [int(s) for s in str(args.steps).split(",") if s.strip()]
+    schedule = build_schedule(args.schedule, steps, args.aux_steps, args.head_steps)
+    for phase in schedule.phases:
+        if phase.name == "emotion-aux":
+            phase.batch_size = args.aux_batch_size
+        elif phase.name == "emotion-head":
+            phase.batch_size, phase.lr = args.head_batch_size, args.head_lr
+    return schedule
+
+
 TRAINING_META = "training.json"
 
 
@@ -229,6 +247,8 @@ def write_training_meta(out: Path, args: argparse.Namespace, clips, held_out, sc
         "schedule": schedule.to_dict(),
         "batch_size": args.batch_size,
         "aux_batch_size": args.aux_batch_size,
+        "head_batch_size": args.head_batch_size,
+        "head_lr": args.head_lr,
         "grad_accum": args.grad_accum,
         "lr": args.lr,
         "weight_decay": args.weight_decay,

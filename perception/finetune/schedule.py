@@ -12,6 +12,11 @@ alone (no LM pass, so a step costs milliseconds instead of seconds), training bo
 the paralinguistic tower and the head. It is how a CPU affords thousands of emotion steps; the LM phases
 around it teach the LM to read the same audio tokens and to explain.
 
+With ``head_steps`` an ``emotion-head`` phase ends the schedule: the aux head alone, on the towers as
+the LM phases left them (frozen), with large batches and a low learning rate. The LM phases move the
+towers under the head (and the head with them, at the LM's small batches); this last phase refits the
+head to the final towers, the way a probe is fitted on a frozen encoder.
+
 The joint baseline is one phase: every task, every group, for the same total number of steps (after the
 same ``emotion-aux`` phase, when there is one). The LoRA
 adapters are shared across phases, so phase 2 starts from what phase 1 taught the LM about audio tokens.
@@ -35,6 +40,7 @@ class Phase:
     lr: float | None = None  # None: the trainer's learning rate
     objective: str = "lm"  # "lm": the LM loss (+ weighted aux loss); "aux": the aux head's loss alone
     batch_size: int | None = None  # None: the trainer's batch size
+    frozen_eval: bool = False  # modules outside ``train`` run in eval mode (no dropout, fixed statistics)
 
     def __post_init__(self) -> None:
         unknown = set(self.train) - set(GROUPS)
@@ -74,8 +80,14 @@ def aux_phase(steps: int, batch_size: int | None = 32) -> Phase:
     return Phase("emotion-aux", {"emotion": 1.0}, groups, steps, objective="aux", batch_size=batch_size)
 
 
+def head_phase(steps: int, batch_size: int | None = 128, lr: float | None = 3e-4) -> Phase:
+    return Phase(
+        "emotion-head", {"emotion": 1.0}, ("aux_head",), steps, lr, "aux", batch_size, frozen_eval=True
+    )
+
+
 def alternating_schedule(
-    speech_steps: int, emotion_steps: int, joint_steps: int, aux_steps: int = 0
+    speech_steps: int, emotion_steps: int, joint_steps: int, aux_steps: int = 0, head_steps: int = 0
 ) -> Schedule:
     phases = [
         Phase("speech", {"asr": 1.0}, ("semantic", "lora"), speech_steps),
@@ -91,23 +103,28 @@ def alternating_schedule(
     phases.append(
         Phase("joint", {"asr": 1 / 3, "emotion": 1 / 3, "emotion_reasoning": 1 / 3}, GROUPS, joint_steps)
     )
+    if head_steps:
+        phases.append(head_phase(head_steps))
     return Schedule(phases)
 
 
-def joint_schedule(steps: int, aux_steps: int = 0) -> Schedule:
+def joint_schedule(steps: int, aux_steps: int = 0, head_steps: int = 0) -> Schedule:
     phases = [aux_phase(aux_steps)] if aux_steps else []
     phases.append(Phase("joint", {"asr": 1 / 3, "emotion": 1 / 3, "emotion_reasoning": 1 / 3}, GROUPS, steps))
+    if head_steps:
+        phases.append(head_phase(head_steps))
     return Schedule(phases)
 
 
-def build_schedule(kind: str, steps: list[int], aux_steps: int = 0) -> Schedule:
+def build_schedule(kind: str, steps: list[int], aux_steps: int = 0, head_steps: int = 0) -> Schedule:
     """``"alternating"`` with 1 (split evenly) or 3 step counts, ``"joint"`` with their total; both with
-    an ``emotion-aux`` phase of ``aux_steps`` when that is > 0."""
+    an ``emotion-aux`` phase of ``aux_steps`` and a final ``emotion-head`` phase of ``head_steps`` when
+    those are > 0."""
     if kind == "alternating":
         speech, emotion, joint = steps if len(steps) == 3 else [max(1, steps[0] // 3)] * 3
-        return alternating_schedule(speech, emotion, joint, aux_steps)
+        return alternating_schedule(speech, emotion, joint, aux_steps, head_steps)
     if kind == "joint":
-        return joint_schedule(sum(steps), aux_steps)
+        return joint_schedule(sum(steps), aux_steps, head_steps)
     raise ValueError(f"unknown schedule {kind!r} (alternating, joint)")
 
 

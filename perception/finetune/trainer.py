@@ -196,6 +196,8 @@ class Trainer:
                 current, optimizer_state = phase_index, None
             phase = cfg.schedule.phases[phase_index]
             self.model.train()
+            if phase.frozen_eval:
+                acc.unwrap_model(self.model).train_groups_only(phase.train)
             task, examples = self.sampler.batch(
                 self.state.global_step, phase.tasks, phase.batch_size or cfg.batch_size
             )

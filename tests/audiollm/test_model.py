@@ -253,3 +253,46 @@ def test_configs_saved_before_acoustic_descriptors_load_without_them():
     del old["acoustic_functionals"]
     assert DualEncoderConfig.from_dict(old).acoustic_functionals == 0
     assert DualEncoderConfig.from_dict(DualEncoderConfig().to_dict()).acoustic_functionals == 88
+
+
+def test_pooled_only_pass_gives_the_same_aux_logits(tiny):
+    """``emotion_logits`` and the ``aux_only`` loss skip the adapters; the head sees the same input."""
+    _, processor, model = tiny
+    model.eval()
+    rng = np.random.default_rng(5)
+    examples = [processor.encode("emotion", *fake_features(s, rng)) for s in (0.7, 1.1)]
+    batch = processor.collate(examples)
+    batch.pop("emotion_labels", None)
+    audio_inputs = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}
+    _, _, pooled = model.embed_audio(
+        batch["semantic_features"],
+        batch["paralinguistic_features"],
+        batch["semantic_lengths"],
+        batch["paralinguistic_lengths"],
+        return_pooled=True,
+    )
+    tokens, counts, pooled_only = model.embed_audio(
+        batch["semantic_features"],
+        batch["paralinguistic_features"],
+        batch["semantic_lengths"],
+        batch["paralinguistic_lengths"],
+        return_pooled=True,
+        project=False,
+    )
+    assert tokens is None and counts.shape == (2, 2) and torch.equal(pooled, pooled_only)
+    with torch.no_grad():
+        assert torch.allclose(model.emotion_logits(**audio_inputs), model.aux_head(pooled))
+    with pytest.raises(ValueError, match="pooled"):
+        model.embed_audio(batch["semantic_features"], batch["paralinguistic_features"], project=False)
+
+
+def test_prompt_ids_are_tokenised_once_and_stay_the_same(tiny):
+    from perception.audiollm.processing import task_instruction
+
+    cfg, processor, _ = tiny
+    before, after = processor._render(task_instruction("emotion", cfg.labels))
+    expected = processor._ids(before) + [cfg.audio_token_id] * 3 + processor._ids(after)
+    first = processor.prompt_ids("emotion", 3)
+    first.append(-1)  # a caller editing its list does not change the next prompt
+    assert processor.prompt_ids("emotion", 3) == expected and first[:-1] == expected
+    assert processor.prompt_ids("asr", 3) != expected

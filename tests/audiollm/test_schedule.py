@@ -129,3 +129,35 @@ def test_a_phase_of_zero_steps_is_skipped():
     assert schedule.total_steps == 9
     assert schedule.locate(4) == (1, 2) and schedule.locate(5) == (2, 0) and schedule.locate(8) == (2, 3)
     assert schedule.locate(9) == (len(schedule.phases), 0)  # done: the joint phase never runs
+
+
+def test_head_phase_refits_only_the_head_on_frozen_towers_in_eval_mode(tiny, tmp_path):
+    """``emotion-head`` ends the schedule: the aux head alone moves, the towers run in eval mode (their
+    dropout off and their BatchNorm statistics untouched), and the LM never runs."""
+    from dataclasses import replace
+
+    from perception.finetune.schedule import Schedule, head_phase
+    from perception.finetune.trainer import TrainConfig, Trainer
+
+    _, processor, model = tiny
+    schedule = build_schedule("alternating", [1, 1, 1], aux_steps=1, head_steps=3)
+    assert [p.name for p in schedule.phases][-2:] == ["joint", "emotion-head"]
+    phase = schedule.phases[-1]
+    assert phase == head_phase(3) and phase.train == ("aux_head",) and phase.objective == "aux"
+    assert phase.frozen_eval and phase.batch_size == 128 and phase.lr == 3e-4
+    assert build_schedule("joint", [1, 1, 1], head_steps=2).phases[-1].name == "emotion-head"
+
+    model.train()
+    model.train_groups_only(phase.train)
+    assert model.aux_head.training and not model.paralinguistic_tower.training
+    assert not model.language_model.training and not model.semantic_projector.training
+
+    tower_norm = model.paralinguistic_tower.input_norm
+    stats = tower_norm.running_mean.clone(), tower_norm.running_var.clone()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    run = Schedule([replace(phase, steps=2, batch_size=2)])
+    config = TrainConfig(tmp_path / "run", run, batch_size=2, save_every=0, progress=False)
+    Trainer(model, BatchSampler(_pools(), processor, seed=0), config).train()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed and {_group_of(n) for n in changed} == {"aux_head"}
+    assert torch.equal(tower_norm.running_mean, stats[0]) and torch.equal(tower_norm.running_var, stats[1])

@@ -123,3 +123,29 @@ def test_actor_held_out_split_keeps_speakers_apart(tmp_path) -> None:
     assert {c.speaker for c in held}.isdisjoint({c.speaker for c in train})
     with pytest.raises(ValueError):
         holdout_speakers(clips, 4)
+
+
+def test_cli_schedule_options_reach_the_phases() -> None:
+    import argparse
+
+    from perception.finetune.cli import add_train_parser, schedule_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["train", "--out", "run", "--steps", "2,3,1", "--aux-steps", "5", "--aux-batch-size", "16"]
+        + ["--head-steps", "7", "--head-batch-size", "64", "--head-lr", "0.0005"]
+    )
+    schedule = schedule_from_args(args)
+    assert [(p.name, p.steps) for p in schedule.phases] == [
+        ("speech", 2),
+        ("emotion", 3),
+        ("emotion-aux", 5),
+        ("joint", 1),
+        ("emotion-head", 7),
+    ]
+    aux, head = schedule.phases[2], schedule.phases[4]
+    assert aux.batch_size == 16 and aux.lr is None
+    assert head.batch_size == 64 and head.lr == 0.0005 and head.frozen_eval
+    args = parser.parse_args(["train", "--out", "run", "--schedule", "joint", "--steps", "4"])
+    assert [p.name for p in schedule_from_args(args).phases] == ["joint"]
