@@ -159,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
     if config.speaker_norm:
         normalizer = SpeakerNormalizer.from_pools(config, pools)
         normalizer.norms.save(out)  # the perceiver's reference for a new speaker's voice
-    write_training_meta(out, args, clips, held_out, schedule)
+    write_training_meta(out, args, clips, held_out, schedule, resume=not args.no_resume)
     held_items = []
     if held_out:
         held_out = cache.warm(held_out, progress=not args.no_progress)
@@ -230,11 +230,18 @@ def schedule_from_args(args: argparse.Namespace):
 TRAINING_META = "training.json"
 
 
-def write_training_meta(out: Path, args: argparse.Namespace, clips, held_out, schedule) -> Path:
+def write_training_meta(
+    out: Path, args: argparse.Namespace, clips, held_out, schedule, resume: bool = True
+) -> Path:
     """``<out>/training.json``: the command, the data and the held-out speakers, so a run can be
-    reproduced and its evaluation kept to speakers it never heard."""
+    reproduced and its evaluation kept to speakers it never heard. A run resumed from a checkpoint
+    keeps its ``started`` time and lists each resumption (``resumed``: time and global step)."""
     import platform
     import time
+
+    from perception.finetune.trainer import STATE_NAME, latest_checkpoint
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
     meta = {
         "command": "emo-agent train "
@@ -254,10 +261,16 @@ def write_training_meta(out: Path, args: argparse.Namespace, clips, held_out, sc
         "weight_decay": args.weight_decay,
         "teacher": args.teacher,
         "seed": args.seed,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "started": now,
         "python": platform.python_version(),
     }
     path = out / TRAINING_META
+    if resume and path.is_file() and (checkpoint := latest_checkpoint(out)) is not None:
+        # the run goes on from a checkpoint: keep when it started and note where each invocation resumed
+        previous = json.loads(path.read_text())
+        meta["started"] = previous.get("started", now)
+        step = json.loads((checkpoint / STATE_NAME).read_text())["global_step"]
+        meta["resumed"] = previous.get("resumed", []) + [{"at": now, "step": int(step)}]
     path.write_text(json.dumps(meta, indent=2) + "\n")
     return path
 

@@ -149,3 +149,37 @@ def test_cli_schedule_options_reach_the_phases() -> None:
     assert head.batch_size == 64 and head.lr == 0.0005 and head.frozen_eval
     args = parser.parse_args(["train", "--out", "run", "--schedule", "joint", "--steps", "4"])
     assert [p.name for p in schedule_from_args(args).phases] == ["joint"]
+
+
+def test_training_record_keeps_its_start_when_a_run_resumes(tmp_path) -> None:
+    import argparse
+
+    from perception.finetune.cli import (
+        TRAINING_META,
+        add_train_parser,
+        schedule_from_args,
+        write_training_meta,
+    )
+    from perception.finetune.trainer import STATE_NAME
+
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    out = tmp_path / "run"
+    out.mkdir()
+    args = parser.parse_args(["train", "--out", str(out), "--head-steps", "3"])
+    clips = [Clip(tmp_path / "a.wav", "sad", None, "1001")]
+    write_training_meta(out, args, clips, [], schedule_from_args(args))
+    first = json.loads((out / TRAINING_META).read_text())
+    assert "resumed" not in first and first["head_batch_size"] == 128 and first["head_lr"] == 3e-4
+    assert first["schedule"]["phases"][-1]["name"] == "emotion-head"
+
+    first["started"] = "2026-01-01T00:00:00Z"
+    (out / TRAINING_META).write_text(json.dumps(first))
+    (out / "checkpoint-7").mkdir()
+    (out / "checkpoint-7" / STATE_NAME).write_text(json.dumps({"global_step": 7}))
+    write_training_meta(out, args, clips, [], schedule_from_args(args))
+    second = json.loads((out / TRAINING_META).read_text())
+    assert second["started"] == "2026-01-01T00:00:00Z"
+    assert [r["step"] for r in second["resumed"]] == [7] and second["resumed"][0]["at"].endswith("Z")
+    write_training_meta(out, args, clips, [], schedule_from_args(args), resume=False)  # --no-resume
+    assert json.loads((out / TRAINING_META).read_text())["started"] != "2026-01-01T00:00:00Z"
