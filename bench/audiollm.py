@@ -17,6 +17,9 @@ Prints, side by side, and writes ``bench/results/audiollm.json``:
   ``emo-agent eval``'s code on ``--limit`` held-out clips (a seeded sample, each speaker a conversation):
   UA / WA / macro-F1, WER, grounding, real-time factor per stage, peak RSS. (The shipped classical
   estimator was refit on every actor, these included, so its end-to-end accuracy flatters it.)
+* **the LM's own writing**: the first ``--gen-limit`` of those clips again with the LM writing the evidence
+  and reasoning (``--gen-tokens``): how many of the evidence items it wrote verify against the turn, on how
+  many turns its text is kept as written, and what a token costs.
 """
 
 from __future__ import annotations
@@ -177,6 +180,8 @@ def end_to_end(settings: PerceptionSettings, sample) -> dict:
     report["rtf_per_stage"] = {k: round(v / 1000 / audio_s, 4) for k, v in stage_ms.items()}
     report["load_s"] = round(load_s, 1)
     report.update(rss_mb())
+    if getattr(perceiver, "max_new_tokens", 0) > 0:
+        report["generation"] = perceiver.generation_stats.to_json()
     del perceiver
     gc.collect()
     return report
@@ -198,6 +203,13 @@ def main() -> int:
     parser.add_argument("--lm-limit", type=int, default=300, help="held-out clips scored by LM likelihood")
     parser.add_argument("--holdout-speakers", type=int, default=15)
     parser.add_argument("--no-classical-e2e", action="store_true")
+    parser.add_argument(
+        "--gen-limit",
+        type=int,
+        default=20,
+        help="of the end-to-end clips, how many to run again with the LM writing the reasoning",
+    )
+    parser.add_argument("--gen-tokens", type=int, default=24, help="reasoning tokens for that run")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "audiollm.json"))
     args = parser.parse_args()
 
@@ -225,6 +237,11 @@ def main() -> int:
     result["end_to_end"] = {
         "audiollm": end_to_end(PerceptionSettings(estimator="audiollm"), sample),
     }
+    if args.gen_limit:
+        writes = PerceptionSettings(estimator="audiollm", reasoning_tokens=args.gen_tokens)
+        result["end_to_end"][f"audiollm, LM writes ({args.gen_tokens} tokens)"] = end_to_end(
+            writes, sample[: args.gen_limit]
+        )
     if not args.no_classical_e2e:
         result["end_to_end"]["classical"] = end_to_end(PerceptionSettings(estimator="classical"), sample)
 
@@ -265,6 +282,13 @@ def _print(result: dict) -> None:
         print(f"    RTF per stage: {stages}")
         rss, peak = e.get("rss_mb", 0), e.get("peak_rss_mb", 0)
         print(f"    RSS {rss:.0f} MB (peak {peak:.0f}); load {e['load_s']} s")
+        if "generation" in e:
+            gen = e["generation"]
+            print(
+                f"    LM-written evidence: {gen['verified']} of {gen['items']} items verified"
+                f" ({gen['verified_share']:.2f}); reasoning as written on {gen['as_written']} of"
+                f" {gen['turns']} turns; {gen['ms_per_token']} ms per token"
+            )
 
 
 if __name__ == "__main__":

@@ -125,6 +125,30 @@ def run_name(path: Path) -> str:
     return path.name
 
 
+@dataclass
+class GenerationStats:
+    """What the LM's own writing contributed since the perceiver started (``reasoning_tokens`` > 0):
+    turns it wrote for, evidence items it wrote and how many of them verified, and turns whose reasoning
+    is the model's text as written (every item verified, the prose complete and about the label)."""
+
+    turns: int = 0
+    items: int = 0
+    verified: int = 0
+    as_written: int = 0
+    tokens: int = 0
+    generate_ms: float = 0.0
+
+    def to_json(self) -> dict[str, float]:
+        return {
+            "turns": self.turns,
+            "items": self.items,
+            "verified": self.verified,
+            "verified_share": round(self.verified / self.items, 4) if self.items else 0.0,
+            "as_written": self.as_written,
+            "ms_per_token": round(self.generate_ms / self.tokens, 1) if self.tokens else 0.0,
+        }
+
+
 class AudioLLMPerceiver(Perceiver):
     """Dual-encoder AudioLLM scores and generated reasoning, with verified evidence only."""
 
@@ -170,6 +194,7 @@ class AudioLLMPerceiver(Perceiver):
         self.max_new_tokens = max_new_tokens if max_new_tokens is not None else self.settings.reasoning_tokens
         self.model_id = f"dual-encoder:{run_name(path)}@{self.config.version}"
         self._lock = threading.Lock()
+        self.generation_stats = GenerationStats()
         if warmup:
             self.warmup()
 
@@ -270,9 +295,12 @@ class AudioLLMPerceiver(Perceiver):
             return prefix
         batch = self._batch("emotion_reasoning", turn, prefix)
         with self._lock:
+            start = time.perf_counter()
             new = self.model.generate(
                 **batch, max_new_tokens=self.max_new_tokens, pad_token_id=self.processor.pad_id
             )
+            self.generation_stats.generate_ms += _ms(start)
+            self.generation_stats.tokens += int(new.shape[-1])
         return prefix + self.processor.decode(new)[0]
 
     # -- reasoning ------------------------------------------------------------------------------------
@@ -294,7 +322,14 @@ class AudioLLMPerceiver(Perceiver):
         """
         kept = [e for e in parsed.evidence if verify_item(e, transcript, cue_z)]
         complete = parsed.ok and bool(parsed.reasoning) and parsed.label == label
-        if kept and len(kept) == len(parsed.evidence) and complete:
+        as_written = bool(kept) and len(kept) == len(parsed.evidence) and complete
+        if self.max_new_tokens > 0:
+            stats = self.generation_stats
+            stats.turns += 1
+            stats.items += len(parsed.evidence)
+            stats.verified += len(kept)
+            stats.as_written += int(as_written)
+        if as_written:
             return parsed.reasoning, kept
         if kept:
             return _sentence_from(kept, label, scores.get(label, 0.0), reference), kept

@@ -234,6 +234,7 @@ def test_no_reasoning_tokens_means_no_generation(run_dir, audio, monkeypatch) ->
     perception, cues = quiet.perceive_with_cues(audio)
     n_claims, n_verified = verify(perception, perception.transcript, cues)
     assert perception.evidence and n_claims == n_verified == len(perception.evidence)
+    assert quiet.generation_stats.turns == 0 and quiet.generation_stats.to_json()["verified_share"] == 0.0
 
 
 def test_evidence_without_prose_gets_a_sentence(perceiver, audio, first_turn, monkeypatch) -> None:
@@ -245,3 +246,28 @@ def test_evidence_without_prose_gets_a_sentence(perceiver, audio, first_turn, mo
     perception = perceiver.perceive(audio)
     assert perception.reasoning.strip() and cue in perception.reasoning
     assert [e.cue for e in perception.evidence] == [cue]
+
+
+def test_generation_stats_count_what_the_lm_wrote(perceiver, audio, first_turn, monkeypatch) -> None:
+    """The perceiver tallies the LM's own evidence: items written, items verified, turns kept as written."""
+    from dataclasses import replace
+
+    cue, z, label = _one_cue(first_turn)
+    good = f"cue: {cue} {z:+.2f} {acoustic_claim(cue, z)}"
+    wrong = f"cue: {cue} {z + 3:+.2f} {acoustic_claim(cue, z)}"  # a value the turn did not measure
+    reasoning = f"reasoning: The speaker sounds {label}."
+    stats = perceiver.generation_stats
+    for text, items, verified, as_written in (
+        (f"label: {label}\n{good}\n{wrong}\n{reasoning}", 2, 1, 0),
+        (f"label: {label}\n{good}\n{reasoning}", 1, 1, 1),
+    ):
+        before = replace(stats)
+        monkeypatch.setattr(perceiver, "generate_text", lambda turn, label=None, text=text: text)
+        perceiver.perceive(audio)
+        assert (stats.turns, stats.items, stats.verified, stats.as_written) == (
+            before.turns + 1,
+            before.items + items,
+            before.verified + verified,
+            before.as_written + as_written,
+        )
+    assert 0 < stats.to_json()["verified_share"] <= 1
