@@ -124,6 +124,10 @@ class DualEncoderConfig:
     acoustic_functionals: int = 88
     # Where label_scores come from: "lm" (label-token likelihoods at the answer position) or "aux".
     score_source: Literal["lm", "aux"] = "aux"
+    # The emotion_reasoning prompt also gives the turn's measured cues (z-scores with their plain-words
+    # claims) and transcript as text, as the teacher had them: the LM picks and cites evidence it can read
+    # instead of guessing numbers from audio tokens (processing.reasoning_context).
+    reasoning_context: bool = False
     # Per-speaker standardisation of both streams (perception.audiollm.speaker_norm): each clip is
     # compared with its speaker's statistics, blended with the corpus ones by k / (k + prior) after k clips.
     speaker_norm: bool = True

@@ -33,7 +33,7 @@ from perception.audiollm.checkpoint import WEIGHTS_NAME
 from perception.audiollm.configuration import CONFIG_NAME, DualEncoderConfig
 from perception.audiollm.modeling import DualEncoderForEmotionReasoning, resolve_language_model
 from perception.audiollm.parsing import ParsedGeneration, parse_generation
-from perception.audiollm.processing import DualEncoderProcessor
+from perception.audiollm.processing import DualEncoderProcessor, reasoning_context
 from perception.audiollm.speaker_norm import FEATURE_NORMS_NAME, FeatureNorms, SpeakerFeatures
 from perception.base import SAMPLE_RATE, Perceiver, PerceptionError, SpeakerBaseline
 from perception.estimator import ClassicalEstimator, valence_arousal
@@ -244,7 +244,8 @@ class AudioLLMPerceiver(Perceiver):
         timings["estimate"] = _ms(start)
 
         start = time.perf_counter()
-        parsed = parse_generation(self.generate_text(turn, label), self.labels)
+        context = reasoning_context(cue_z, turn.transcript) if self.config.reasoning_context else ""
+        parsed = parse_generation(self.generate_text(turn, label, context), self.labels)
         seeded = reference.n_turns < reference.min_turns
         text, evidence = self.grounded_reasoning(
             parsed,
@@ -269,9 +270,11 @@ class AudioLLMPerceiver(Perceiver):
         return perception, cue_z
 
     # -- model calls ----------------------------------------------------------------------------------
-    def _batch(self, task, turn: TurnFeatures, prefix: str = "") -> dict[str, torch.Tensor]:
+    def _batch(
+        self, task, turn: TurnFeatures, prefix: str = "", context: str = ""
+    ) -> dict[str, torch.Tensor]:
         example = self.processor.encode(
-            task, turn.semantic, turn.paralinguistic, prefix=prefix, acoustic=turn.acoustic
+            task, turn.semantic, turn.paralinguistic, prefix=prefix, acoustic=turn.acoustic, context=context
         )
         batch = self.processor.collate([example], padding_side="left")
         batch.pop("emotion_labels", None)
@@ -286,14 +289,15 @@ class AudioLLMPerceiver(Perceiver):
         rounded[int(np.argmax(rounded))] += 1.0 - rounded.sum()
         return {label: round(float(v), 4) for label, v in zip(self.labels, rounded, strict=True)}
 
-    def generate_text(self, turn: TurnFeatures, label: str | None = None) -> str:
+    def generate_text(self, turn: TurnFeatures, label: str | None = None, context: str = "") -> str:
         """The model's ``emotion_reasoning`` answer (greedy). With ``label`` the answer is started as
         ``label: <label>`` and the model writes the evidence and reasoning for it, so the explanation is
-        about the label the scores chose."""
+        about the label the scores chose. ``context``: the turn's cues and transcript as text, for a
+        ``reasoning_context`` model."""
         prefix = f"label: {label}\n" if label else ""
         if self.max_new_tokens <= 0:  # no generation: the reasoning is built from the measured cues
             return prefix
-        batch = self._batch("emotion_reasoning", turn, prefix)
+        batch = self._batch("emotion_reasoning", turn, prefix, context)
         with self._lock:
             start = time.perf_counter()
             new = self.model.generate(

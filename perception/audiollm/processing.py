@@ -43,6 +43,21 @@ def task_instruction(task: Task, labels: list[str]) -> str:
     raise ValueError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
 
 
+MAX_CONTEXT_CUES = 8
+
+
+def reasoning_context(cue_z: dict[str, float], transcript: str) -> str:
+    """The ``emotion_reasoning`` prompt's text about the turn (``config.reasoning_context``): its cues
+    by distance from the reference (the line an evidence item would quote) and its transcript."""
+    from perception.acoustics import CUES
+    from perception.reasoning import acoustic_claim
+
+    ranked = sorted(((c, z) for c, z in cue_z.items() if c in CUES), key=lambda kv: -abs(kv[1]))
+    lines = [f"measured: {c} {z:+.2f} {acoustic_claim(c, z)}" for c, z in ranked[:MAX_CONTEXT_CUES]]
+    words = " ".join(transcript.split())
+    return "\n".join(lines + [f'transcript: "{words}"'])
+
+
 @dataclass
 class EncodedExample:
     """One example as token ids and audio features. ``labels`` is None for prompts (inference)."""
@@ -92,7 +107,12 @@ class DualEncoderProcessor:
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def prompt_ids(self, task: Task, n_audio_tokens: int) -> list[int]:
+    def prompt_ids(self, task: Task, n_audio_tokens: int, context: str = "") -> list[int]:
+        """Prompt ids with ``n_audio_tokens`` placeholders; ``context`` (text about the turn) follows the
+        instruction."""
+        if context:
+            before, after = self._render(task_instruction(task, self.config.labels) + "\n" + context)
+            return self._ids(before) + [int(self.config.audio_token_id)] * n_audio_tokens + self._ids(after)  # type: ignore[arg-type]
         parts = self._prompt_parts.get(task)
         if parts is None:  # tokenised once per task: training encodes thousands of prompts
             before, after = self._render(task_instruction(task, self.config.labels))
@@ -115,16 +135,20 @@ class DualEncoderProcessor:
         emotion: str | None = None,
         prefix: str = "",
         acoustic: np.ndarray | None = None,
+        context: str = "",
     ) -> EncodedExample:
         """A prompt with the right number of placeholders; with ``target``, its ids and masked labels.
         ``prefix`` (prompts only) starts the answer, e.g. ``"label: sad\n"`` to have the model explain a
-        given label. ``acoustic``: the clip's ``(acoustic_functionals,)`` descriptors (aux head input)."""
+        given label. ``acoustic``: the clip's ``(acoustic_functionals,)`` descriptors (aux head input).
+        ``context``: :func:`reasoning_context` of the turn, read by ``emotion_reasoning`` prompts of a
+        ``reasoning_context`` model (ignored otherwise)."""
         n_sem, n_para = audio_token_counts(
             self.config,
             int(semantic_features.shape[0 if self.config.semantic.kind == "whisper-ct2" else -1]),
             int(paralinguistic_features.shape[-1]),
         )
-        prompt = self.prompt_ids(task, n_sem + n_para)
+        use_context = context and task == "emotion_reasoning" and self.config.reasoning_context
+        prompt = self.prompt_ids(task, n_sem + n_para, context if use_context else "")
         if prefix:
             if target is not None:
                 raise ValueError("prefix is for prompts; put it in the target when training")

@@ -54,6 +54,12 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:  # argparse._SubPar
         default=0,
         help="steps of the final emotion-head phase (the aux head alone on the frozen towers)",
     )
+    p.add_argument(
+        "--explain-steps",
+        type=int,
+        default=0,
+        help="steps of the final explain phase (emotion_reasoning, LoRA only; after emotion-head)",
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--aux-batch-size", type=int, default=32, help="batch size of the emotion-aux phase")
     p.add_argument("--head-batch-size", type=int, default=128, help="batch size of the emotion-head phase")
@@ -213,12 +219,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def schedule_from_args(args: argparse.Namespace):
-    """The schedule ``--schedule``, ``--steps``, ``--aux-steps`` and ``--head-steps`` ask for, with the
-    batch sizes and learning rate of the aux and head phases."""
+    """The schedule ``--schedule``, ``--steps``, ``--aux-steps``, ``--head-steps`` and ``--explain-steps``
+    ask for, with the batch sizes and learning rate of the aux and head phases."""
     from perception.finetune.schedule import build_schedule
 
     steps = [int(s) for s in str(args.steps).split(",") if s.strip()]
-    schedule = build_schedule(args.schedule, steps, args.aux_steps, args.head_steps)
+    schedule = build_schedule(args.schedule, steps, args.aux_steps, args.head_steps, args.explain_steps)
     for phase in schedule.phases:
         if phase.name == "emotion-aux":
             phase.batch_size = args.aux_batch_size

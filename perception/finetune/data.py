@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perception.audiollm.configuration import DualEncoderConfig
-from perception.audiollm.processing import DualEncoderProcessor, EncodedExample, Task
+from perception.audiollm.processing import DualEncoderProcessor, EncodedExample, Task, reasoning_context
 from perception.audiollm.speaker_norm import FeatureNorms, StreamStats, normalize_clip, speaker_stats
 from perception.finetune.datasets import Clip
 from perception.finetune.features import ClipFeatures, FeatureCache
@@ -31,6 +31,7 @@ class TrainItem:
     emotion: str | None
     speaker: str | None = None
     acoustic: np.ndarray | None = None  # (88,) eGeMAPS functionals (the aux head's acoustic input)
+    context: str = ""  # emotion_reasoning: the cues and transcript as text (processing.reasoning_context)
 
 
 def build_items(
@@ -73,6 +74,7 @@ def build_items(
                     label,
                     speaker,
                     feat.acoustic,
+                    reasoning_context(cue_z[i], feat.transcript),  # the z-scores the teacher cited
                 )
             )
     return pools, stats
@@ -202,7 +204,13 @@ class BatchSampler:
             item = pool[i]
             examples.append(
                 self.processor.encode(
-                    item.task, sem, para, target=item.target, emotion=item.emotion, acoustic=acoustic
+                    item.task,
+                    sem,
+                    para,
+                    target=item.target,
+                    emotion=item.emotion,
+                    acoustic=acoustic,
+                    context=item.context,
                 )
             )
         return task, examples

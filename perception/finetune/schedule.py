@@ -17,6 +17,10 @@ the LM phases left them (frozen), with large batches and a low learning rate. Th
 towers under the head (and the head with them, at the LM's small batches); this last phase refits the
 head to the final towers, the way a probe is fitted on a frozen encoder.
 
+With ``explain_steps`` an ``explain`` phase follows: the ``emotion_reasoning`` task alone, LoRA alone, the
+towers in eval mode. It teaches the LM the evidence format on top of everything else without moving what
+the scores come from.
+
 The joint baseline is one phase: every task, every group, for the same total number of steps (after the
 same ``emotion-aux`` phase, when there is one). The LoRA
 adapters are shared across phases, so phase 2 starts from what phase 1 taught the LM about audio tokens.
@@ -86,8 +90,25 @@ def head_phase(steps: int, batch_size: int | None = 128, lr: float | None = 3e-4
     )
 
 
+def explain_phase(steps: int) -> Phase:
+    return Phase("explain", {"emotion_reasoning": 1.0}, ("lora",), steps, frozen_eval=True)
+
+
+def _finish(phases: list[Phase], head_steps: int, explain_steps: int) -> Schedule:
+    if head_steps:
+        phases.append(head_phase(head_steps))
+    if explain_steps:
+        phases.append(explain_phase(explain_steps))
+    return Schedule(phases)
+
+
 def alternating_schedule(
-    speech_steps: int, emotion_steps: int, joint_steps: int, aux_steps: int = 0, head_steps: int = 0
+    speech_steps: int,
+    emotion_steps: int,
+    joint_steps: int,
+    aux_steps: int = 0,
+    head_steps: int = 0,
+    explain_steps: int = 0,
 ) -> Schedule:
     phases = [
         Phase("speech", {"asr": 1.0}, ("semantic", "lora"), speech_steps),
@@ -103,28 +124,26 @@ def alternating_schedule(
     phases.append(
         Phase("joint", {"asr": 1 / 3, "emotion": 1 / 3, "emotion_reasoning": 1 / 3}, GROUPS, joint_steps)
     )
-    if head_steps:
-        phases.append(head_phase(head_steps))
-    return Schedule(phases)
+    return _finish(phases, head_steps, explain_steps)
 
 
-def joint_schedule(steps: int, aux_steps: int = 0, head_steps: int = 0) -> Schedule:
+def joint_schedule(steps: int, aux_steps: int = 0, head_steps: int = 0, explain_steps: int = 0) -> Schedule:
     phases = [aux_phase(aux_steps)] if aux_steps else []
     phases.append(Phase("joint", {"asr": 1 / 3, "emotion": 1 / 3, "emotion_reasoning": 1 / 3}, GROUPS, steps))
-    if head_steps:
-        phases.append(head_phase(head_steps))
-    return Schedule(phases)
+    return _finish(phases, head_steps, explain_steps)
 
 
-def build_schedule(kind: str, steps: list[int], aux_steps: int = 0, head_steps: int = 0) -> Schedule:
+def build_schedule(
+    kind: str, steps: list[int], aux_steps: int = 0, head_steps: int = 0, explain_steps: int = 0
+) -> Schedule:
     """``"alternating"`` with 1 (split evenly) or 3 step counts, ``"joint"`` with their total; both with
-    an ``emotion-aux`` phase of ``aux_steps`` and a final ``emotion-head`` phase of ``head_steps`` when
-    those are > 0."""
+    an ``emotion-aux`` phase of ``aux_steps``, then ``emotion-head`` and ``explain`` phases of
+    ``head_steps`` and ``explain_steps`` at the end, when those are > 0."""
     if kind == "alternating":
         speech, emotion, joint = steps if len(steps) == 3 else [max(1, steps[0] // 3)] * 3
-        return alternating_schedule(speech, emotion, joint, aux_steps, head_steps)
+        return alternating_schedule(speech, emotion, joint, aux_steps, head_steps, explain_steps)
     if kind == "joint":
-        return joint_schedule(sum(steps), aux_steps, head_steps)
+        return joint_schedule(sum(steps), aux_steps, head_steps, explain_steps)
     raise ValueError(f"unknown schedule {kind!r} (alternating, joint)")
 
 

@@ -296,3 +296,41 @@ def test_prompt_ids_are_tokenised_once_and_stay_the_same(tiny):
     first.append(-1)  # a caller editing its list does not change the next prompt
     assert processor.prompt_ids("emotion", 3) == expected and first[:-1] == expected
     assert processor.prompt_ids("asr", 3) != expected
+
+
+def test_reasoning_context_reaches_only_reasoning_prompts_of_a_context_model(tiny) -> None:
+    from perception.audiollm.processing import reasoning_context
+
+    cfg, processor, _ = tiny
+    context = reasoning_context(
+        {"speaking_rate": 1.79, "loudness_mean": -0.4, "not_a_cue": 9.0}, "It's  eleven o'clock."
+    )
+    lines = context.splitlines()
+    assert lines[0].startswith("measured: speaking_rate +1.79 ") and lines[1].startswith(
+        "measured: loudness_mean"
+    )
+    assert lines[-1] == "transcript: \"It's eleven o'clock.\"" and "not_a_cue" not in context
+    rng = np.random.default_rng(2)
+    sem, mel = fake_features(0.8, rng)
+
+    def prompt(task, flag):
+        cfg.reasoning_context = flag
+        return processor.encode(task, sem, mel, context=context).input_ids
+
+    try:
+        plain = prompt("emotion_reasoning", False)
+        with_context = prompt("emotion_reasoning", True)
+        assert prompt("emotion", True) == prompt("emotion", False)  # other tasks never read it
+    finally:
+        cfg.reasoning_context = False
+    assert len(with_context) > len(plain)
+    ids = processor._ids(context)
+    assert any(with_context[i : i + len(ids)] == ids for i in range(len(with_context)))
+    assert with_context.count(cfg.audio_token_id) == plain.count(cfg.audio_token_id)
+
+
+def test_configs_saved_before_reasoning_context_load_without_it(tiny) -> None:
+    cfg, _, _ = tiny
+    data = cfg.to_dict()
+    data.pop("reasoning_context", None)
+    assert DualEncoderConfig.from_dict(data).reasoning_context is False

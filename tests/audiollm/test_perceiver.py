@@ -108,7 +108,7 @@ def test_perception_validates_and_cites_only_verified_evidence(perceiver, audio)
 
 def test_garbage_generation_falls_back_to_measured_reasoning(perceiver, audio, monkeypatch) -> None:
     garbage = 'door door label: kids\ncue: pitch_mean +9.99 raised pitch\nquote: "not said at all" | x'
-    monkeypatch.setattr(perceiver, "generate_text", lambda turn, label=None: garbage)
+    monkeypatch.setattr(perceiver, "generate_text", lambda turn, label=None, context="": garbage)
     perception, cues = perceiver.perceive_with_cues(audio)
     expected = build_reasoning(
         perception.emotion.label,
@@ -139,7 +139,7 @@ def test_unverified_generated_items_are_dropped(perceiver, audio, first_turn, mo
         f"label: {label}\ncue: {cue} {z:+.2f} {acoustic_claim(cue, z)}\n"
         'quote: "words nobody said" | invented\nreasoning: Invented words prove it.'
     )
-    monkeypatch.setattr(perceiver, "generate_text", lambda turn, label=None: text)
+    monkeypatch.setattr(perceiver, "generate_text", lambda turn, label=None, context="": text)
     perception, cues = perceiver.perceive_with_cues(audio)
     assert [e.cue for e in perception.evidence] == [cue]
     assert "Invented" not in perception.reasoning and cue in perception.reasoning
@@ -150,7 +150,7 @@ def test_fully_verified_generation_is_kept_as_written(perceiver, audio, first_tu
     cue, z, label = _one_cue(first_turn)
     prose = f"The voice gives it away: {acoustic_claim(cue, z)}."
     text = f"label: {label}\ncue: {cue} {z:+.2f} {acoustic_claim(cue, z)}\nreasoning: {prose}"
-    monkeypatch.setattr(perceiver, "generate_text", lambda turn, label=None: text)
+    monkeypatch.setattr(perceiver, "generate_text", lambda turn, label=None, context="": text)
     perception = perceiver.perceive(audio)
     assert perception.reasoning == prose and len(perception.evidence) == 1
 
@@ -242,7 +242,7 @@ def test_evidence_without_prose_gets_a_sentence(perceiver, audio, first_turn, mo
     gets a sentence built from it: the reasoning is never empty."""
     cue, z, label = _one_cue(first_turn)
     text = f"label: {label}\ncue: {cue} {z:+.2f} {acoustic_claim(cue, z)}\n"
-    monkeypatch.setattr(perceiver, "generate_text", lambda turn, label=None: text)
+    monkeypatch.setattr(perceiver, "generate_text", lambda turn, label=None, context="": text)
     perception = perceiver.perceive(audio)
     assert perception.reasoning.strip() and cue in perception.reasoning
     assert [e.cue for e in perception.evidence] == [cue]
@@ -262,7 +262,7 @@ def test_generation_stats_count_what_the_lm_wrote(perceiver, audio, first_turn, 
         (f"label: {label}\n{good}\n{reasoning}", 1, 1, 1),
     ):
         before = replace(stats)
-        monkeypatch.setattr(perceiver, "generate_text", lambda turn, label=None, text=text: text)
+        monkeypatch.setattr(perceiver, "generate_text", lambda turn, label=None, context="", text=text: text)
         perceiver.perceive(audio)
         assert (stats.turns, stats.items, stats.verified, stats.as_written) == (
             before.turns + 1,

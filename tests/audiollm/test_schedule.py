@@ -161,3 +161,25 @@ def test_head_phase_refits_only_the_head_on_frozen_towers_in_eval_mode(tiny, tmp
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
     assert changed and {_group_of(n) for n in changed} == {"aux_head"}
     assert torch.equal(tower_norm.running_mean, stats[0]) and torch.equal(tower_norm.running_var, stats[1])
+
+
+def test_explain_phase_trains_lora_alone_on_the_reasoning_task(tiny) -> None:
+    from perception.finetune.schedule import explain_phase
+
+    _, processor, model = tiny
+    schedule = build_schedule("alternating", [1, 1, 1], head_steps=2, explain_steps=3)
+    assert [p.name for p in schedule.phases][-2:] == ["emotion-head", "explain"]
+    phase = schedule.phases[-1]
+    assert phase == explain_phase(3) and phase.train == ("lora",) and phase.frozen_eval
+    assert set(phase.tasks) == {"emotion_reasoning"} and phase.objective == "lm"
+    model.train()
+    model.train_groups_only(phase.train)
+    assert model.language_model.training and not model.paralinguistic_tower.training
+    params = apply_phase(model, phase)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _, examples = BatchSampler(_pools(), processor, seed=0).batch(0, phase.tasks, 2)
+    optimizer = torch.optim.SGD(params, lr=0.5)
+    model(**processor.collate(examples)).loss.backward()
+    optimizer.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed and {_group_of(n) for n in changed} == {"lora"}
