@@ -104,7 +104,15 @@ def parse_generation(text: str, labels: tuple[str, ...] | list[str] = LABELS) ->
         if out.label is None:
             out.problems.append("no label")
     out.reasoning = " ".join(r for r in reasoning_lines if r).strip()
-    if out.reasoning and not out.reasoning.endswith((".", "!", "?", ")", '"')):
+    if out.reasoning and _cut_off(out.reasoning):
         out.truncated = True
         out.problems.append("reasoning cut off")
     return out
+
+
+def _cut_off(reasoning: str) -> bool:
+    """Prose that stops mid-sentence: no closing punctuation, a parenthesis left open, or a number cut at
+    its decimal point (``"(shimmer z=-1."``)."""
+    if not reasoning.endswith((".", "!", "?", ")", '"')):
+        return True
+    return reasoning.count("(") > reasoning.count(")") or bool(re.search(r"\d\.$", reasoning))

@@ -198,6 +198,10 @@ class AudioLLMPerceiver(Perceiver):
         if warmup:
             self.warmup()
 
+    def warmup(self) -> None:
+        super().warmup()
+        self.generation_stats = GenerationStats()  # the tally covers user turns only
+
     def new_baseline(self) -> AudioLLMBaseline:
         features = SpeakerFeatures(self.config, self.feature_norms) if self.feature_norms else None
         return AudioLLMBaseline(self.norms, features=features)

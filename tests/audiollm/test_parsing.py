@@ -52,6 +52,18 @@ def test_truncated_reasoning_and_broken_evidence():
     assert parse_generation("label:").label is None
 
 
+def test_prose_cut_inside_a_number_or_a_parenthesis_is_truncated():
+    for cut in (
+        "The speaker sounds disgusted, with less shimmer (shimmer z=-1.",
+        "The speaker sounds sad, with lowered pitch (pitch_mean z=-4.5, and.",
+    ):
+        parsed = parse_generation(f"label: sad\nreasoning: {cut}")
+        assert parsed.truncated and not parsed.ok, cut
+    whole = parse_generation("label: sad\nreasoning: The speaker sounds sad (pitch_mean z=-1.2).")
+    assert whole.ok and not whole.truncated
+    assert parse_generation("label: sad\nreasoning: Slower by 1.5 words per second.").ok
+
+
 def test_verifier_keeps_only_true_claims():
     item = TeacherInput("I hate this.", "angry", {"pitch_mean": 1.8, "loudness_mean": 0.2})
     good = TemplateTeacher().explain(item)
