@@ -64,3 +64,19 @@ def test_default_perceiver_is_the_shipped_audiollm(held_out_rows) -> None:
     assert sum(perception.emotion.scores.values()) == pytest.approx(1.0, abs=1e-6)
     assert perception.emotion.label == max(perception.emotion.scores, key=perception.emotion.scores.get)
     assert perception.reasoning and perception.evidence
+
+
+def test_the_shipped_lm_writes_evidence_that_verifies(held_out_rows) -> None:
+    """With generation on, the shipped LM (trained with the reasoning context) writes cue lines that hold
+    against the turn's measurements: the figure docs/audiollm.md reports, on a few unseen clips."""
+    from perception.audio import load_audio
+    from perception.audiollm.perceiver import AudioLLMPerceiver
+
+    perceiver = AudioLLMPerceiver(PerceptionSettings(reasoning_tokens=24), warmup=False)
+    assert perceiver.config.reasoning_context
+    for row in held_out_rows[::9]:  # 4 clips, 4 emotions
+        perception = perceiver.perceive(load_audio(row.path))
+        assert perception.reasoning and perception.evidence
+    stats = perceiver.generation_stats.to_json()
+    assert stats["turns"] == 4 and stats["items"] >= 4, stats
+    assert stats["verified_share"] >= 0.75, stats
