@@ -110,13 +110,13 @@ class DualEncoderProcessor:
     def prompt_ids(self, task: Task, n_audio_tokens: int, context: str = "") -> list[int]:
         """Prompt ids with ``n_audio_tokens`` placeholders; ``context`` (text about the turn) follows the
         instruction."""
-        if context:
-            before, after = self._render(task_instruction(task, self.config.labels) + "\n" + context)
-            return self._ids(before) + [int(self.config.audio_token_id)] * n_audio_tokens + self._ids(after)  # type: ignore[arg-type]
-        parts = self._prompt_parts.get(task)
-        if parts is None:  # tokenised once per task: training encodes thousands of prompts
-            before, after = self._render(task_instruction(task, self.config.labels))
-            parts = self._prompt_parts[task] = (self._ids(before), self._ids(after))
+        parts = None if context else self._prompt_parts.get(task)
+        if parts is None:
+            instruction = task_instruction(task, self.config.labels) + (f"\n{context}" if context else "")
+            before, after = self._render(instruction)
+            parts = (self._ids(before), self._ids(after))
+            if not context:  # tokenised once per task: training encodes thousands of prompts
+                self._prompt_parts[task] = parts
         return parts[0] + [int(self.config.audio_token_id)] * n_audio_tokens + parts[1]  # type: ignore[arg-type]
 
     def target_ids(self, target: str) -> list[int]:
