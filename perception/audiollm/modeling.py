@@ -445,10 +445,10 @@ class DualEncoderForEmotionReasoning(nn.Module):
 
         return load_trainable(directory, language_model=language_model, cache_dir=cache_dir)
 
-    def train_groups_only(self, groups: tuple[str, ...] | list[str]) -> None:
-        """Training mode for the modules of ``groups`` only; every other module in eval mode (no
-        dropout, fixed normalisation statistics), as frozen encoders under a probe."""
-        modules: dict[str, list[nn.Module]] = {
+    def module_groups(self) -> dict[str, list[nn.Module]]:
+        """Modules by the groups the training schedule switches on and off (``lora``: the LM holding the
+        adapters)."""
+        return {
             "semantic": [self.semantic_projector]
             + ([self.semantic_tower] if self.config.semantic.trainable else []),
             "paralinguistic": [self.paralinguistic_projector]
@@ -456,19 +456,24 @@ class DualEncoderForEmotionReasoning(nn.Module):
             "lora": [self.language_model],
             "aux_head": [self.aux_head] if self.aux_head is not None else [],
         }
+
+    def train_groups_only(self, groups: tuple[str, ...] | list[str]) -> None:
+        """Training mode for the modules of ``groups`` only; every other module in eval mode (no
+        dropout, fixed normalisation statistics), as frozen encoders under a probe."""
+        modules = self.module_groups()
         self.eval()
         for name in groups:
             for module in modules[name]:
                 module.train()
 
     def trainable_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters by the groups the training schedule switches on and off."""
-        lora = [p for n, p in self.language_model.named_parameters() if "lora_" in n]
+        """Parameters by the groups the training schedule switches on and off (of the LM, LoRA's only)."""
         return {
-            "semantic": list(self.semantic_projector.parameters())
-            + (list(self.semantic_tower.parameters()) if self.config.semantic.trainable else []),
-            "paralinguistic": list(self.paralinguistic_projector.parameters())
-            + (list(self.paralinguistic_tower.parameters()) if self.config.paralinguistic.trainable else []),
-            "lora": lora,
-            "aux_head": list(self.aux_head.parameters()) if self.aux_head is not None else [],
+            name: [
+                p
+                for module in modules
+                for n, p in module.named_parameters()
+                if name != "lora" or "lora_" in n
+            ]
+            for name, modules in self.module_groups().items()
         }

@@ -264,26 +264,15 @@ def test_pooled_only_pass_gives_the_same_aux_logits(tiny):
     batch = processor.collate(examples)
     batch.pop("emotion_labels", None)
     audio_inputs = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}
-    _, _, pooled = model.embed_audio(
-        batch["semantic_features"],
-        batch["paralinguistic_features"],
-        batch["semantic_lengths"],
-        batch["paralinguistic_lengths"],
-        return_pooled=True,
-    )
-    tokens, counts, pooled_only = model.embed_audio(
-        batch["semantic_features"],
-        batch["paralinguistic_features"],
-        batch["semantic_lengths"],
-        batch["paralinguistic_lengths"],
-        return_pooled=True,
-        project=False,
-    )
+    streams = [batch[k] for k in ("semantic_features", "paralinguistic_features")]
+    lengths = [batch[k] for k in ("semantic_lengths", "paralinguistic_lengths")]
+    _, _, pooled = model.embed_audio(*streams, *lengths, return_pooled=True)
+    tokens, counts, pooled_only = model.embed_audio(*streams, *lengths, return_pooled=True, project=False)
     assert tokens is None and counts.shape == (2, 2) and torch.equal(pooled, pooled_only)
     with torch.no_grad():
         assert torch.allclose(model.emotion_logits(**audio_inputs), model.aux_head(pooled))
     with pytest.raises(ValueError, match="pooled"):
-        model.embed_audio(batch["semantic_features"], batch["paralinguistic_features"], project=False)
+        model.embed_audio(*streams, project=False)
 
 
 def test_prompt_ids_are_tokenised_once_and_stay_the_same(tiny):
