@@ -34,6 +34,8 @@ from __future__ import annotations
 import math
 import re
 import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -160,6 +162,7 @@ class AcousticAnalyzer:
         )
         self.functional_names: list[str] = list(self._smile.feature_names)
         self._lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="acoustics")
 
     def measure(self, audio: np.ndarray) -> AcousticMeasurement:
         audio = np.asarray(audio, dtype=np.float32)
@@ -167,6 +170,17 @@ class AcousticAnalyzer:
             values = self._smile.process_signal(audio, SAMPLE_RATE).to_numpy(dtype=np.float32)[0]
         values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
         return AcousticMeasurement(values, self.functional_names, pause_stats(audio))
+
+    def submit(self, audio: np.ndarray) -> Future[tuple[AcousticMeasurement, float]]:
+        """:meth:`measure` on the analyzer's worker thread, so the caller can run ASR meanwhile (openSMILE
+        releases the GIL: on two cores the turn costs about the longer of the two, not their sum). The
+        future gives the measurement and the milliseconds it took."""
+        return self._worker.submit(self._timed_measure, audio)
+
+    def _timed_measure(self, audio: np.ndarray) -> tuple[AcousticMeasurement, float]:
+        start = time.perf_counter()
+        measurement = self.measure(audio)
+        return measurement, round((time.perf_counter() - start) * 1000, 1)
 
 
 @dataclass

@@ -1,16 +1,25 @@
 """Speech recognition and Whisper encoder states through faster-whisper (CTranslate2).
 
 Owns model resolution ("tiny.en" bundled, "base" joined once from its two pip parts, any CTranslate2
-directory or hub name) and the per-turn work: log-mel features are computed once and the padded 30 s
-encoder pass is shared between decoding and :meth:`WhisperASR.encode`.
+directory or hub name) and the per-turn work: log-mel features computed once, then decoding and the
+encoder views below.
+
+Decoding (:meth:`WhisperASR.analyze`) sees what Whisper was trained on, the turn followed by silence up
+to 30 s, without encoding that silence every turn: the encoder runs over the speech alone (the compact
+view below, which the emotion branches use anyway) and the states of the silent padding, computed once
+from an all-silence window, are spliced after it. Whisper needs that silence (with 10-15 s windows it
+falls into repetition loops on longer turns), but not its encoding each time: on held-out CREMA-D turns
+the spliced window decodes with the WER of the standard padded pass at about a quarter of the cost
+(``docs/perception.md``). ``spliced=False`` runs the standard pass instead. A transcript that still loops
+is decoded again with faster-whisper's temperature fallback.
 
 Two encoder views exist:
 
-* :meth:`WhisperASR.encode` / :meth:`WhisperASR.analyze`: the standard pass (audio padded to Whisper's
-  30 s window, as Whisper was trained), trimmed to the frames covering the audio (50 per second).
+* :meth:`WhisperASR.encode`: the standard pass (audio padded to Whisper's 30 s window, as Whisper was
+  trained), trimmed to the frames covering the audio (50 per second).
 * :meth:`WhisperASR.encode_compact`: the encoder run over the speech's own length only (no padding).
   It is ~25x cheaper, which makes extracting features over a whole corpus on a laptop feasible; the
-  shipped emotion estimator pools these states, at training and at run time alike.
+  shipped emotion estimators pool these states, at training and at run time alike.
 """
 
 from __future__ import annotations
@@ -38,14 +47,11 @@ MAX_COMPRESSION_RATIO = 2.4
 
 @dataclass
 class AsrResult:
-    """One turn through Whisper.
-
-    ``states``: ``(frames, d_model)`` encoder states covering the audio (padded pass, trimmed).
-    """
+    """One turn through Whisper: its transcript, log-mel and compact encoder states, for reuse."""
 
     transcript: str
-    states: np.ndarray
     mel: np.ndarray  # (n_mels, mel_frames), unpadded
+    states: np.ndarray  # (frames, d_model): :meth:`WhisperASR.encode_compact` of the turn
 
 
 def _package_data(package: str) -> Path:
@@ -106,12 +112,15 @@ class WhisperASR:
         cpu_threads: int = 0,
         compute_type: str = "int8",
         cache_dir: Path | None = None,
+        spliced: bool = True,
     ) -> None:
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
 
         self.name = model or "tiny.en"
         self.beam_size = max(1, int(beam_size))
+        self.spliced = bool(spliced)
+        self._silence: np.ndarray | None = None
         path = resolve_model(self.name, cache_dir)
         try:
             self.model = WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads)
@@ -140,6 +149,24 @@ class WhisperASR:
         from faster_whisper.audio import pad_or_trim
 
         return self.model.encode(pad_or_trim(mel_window))
+
+    def silence_states(self) -> np.ndarray:
+        """Encoder states ``(1500, d_model)`` of an all-silence 30 s window (computed once)."""
+        if self._silence is None:
+            n_mels = self.model.feature_extractor.mel_filters.shape[0]
+            window = np.zeros((n_mels, self.model.feature_extractor.nb_max_frames), dtype=np.float32)
+            with self._lock:
+                self._silence = np.asarray(self.model.encode(window))[0].astype(np.float32)
+        return self._silence
+
+    def spliced_window(self, states: np.ndarray):  # -> ctranslate2.StorageView
+        """The speech's compact ``states`` followed by the silence states of the positions after it: the
+        encoder output of a 30 s window without encoding its padding."""
+        import ctranslate2
+
+        silence = self.silence_states()
+        window = np.concatenate([states[: len(silence)], silence[len(states) :]])
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(window[None], dtype=np.float32))
 
     def encode(self, audio: np.ndarray, mel: np.ndarray | None = None) -> np.ndarray:
         """Encoder states ``(frames, d_model)`` of the standard (30 s padded) pass, trimmed to the audio."""
@@ -193,21 +220,19 @@ class WhisperASR:
         return " ".join(s.text.strip() for s in segments).strip()
 
     def analyze(self, audio: np.ndarray) -> AsrResult:
-        """Transcript and trimmed encoder states from one mel computation and one encoder pass."""
+        """Transcript, log-mel and compact encoder states of one turn, each computed once."""
         audio = np.asarray(audio, dtype=np.float32)
         mel = self.mel(audio)
+        states = self.encode_compact(audio, mel)
         if len(audio) > MAX_WINDOW_S * SAMPLE_RATE:
-            states = self.encode(audio, mel)
             with self._lock:
-                text = self._transcribe_long(audio)
-            return AsrResult(text, states, mel)
+                return AsrResult(self._transcribe_long(audio), mel, states)
+        window = self.spliced_window(states) if self.spliced else None
         with self._lock:
-            encoder_output = self._encode_window(mel)
-            text = self._decode(encoder_output)
+            text = self._decode(window if window is not None else self._encode_window(mel))
             if text and _compression_ratio(text) > MAX_COMPRESSION_RATIO:
                 text = self._transcribe_long(audio)  # temperature fallback for repetition loops
-            states = np.asarray(encoder_output)[0][: self.n_frames(len(audio))].astype(np.float32)
-        return AsrResult(text, states, mel)
+        return AsrResult(text, mel, states)
 
     def transcribe(self, audio: np.ndarray) -> str:
         """English transcript of 16 kHz mono audio (no VAD filtering)."""

@@ -1,8 +1,9 @@
 """The classical perceiver: Whisper ASR + encoder states + openSMILE cues → logistic regression → reasoning.
 
-Owns the per-turn flow and its timings (``timings_ms``): ``asr`` (log-mel, padded encoder pass and
-decoding), ``encode`` (compact encoder pass pooled for the estimator), ``acoustics`` (eGeMAPS and
-pauses), ``estimate`` (probabilities, valence/arousal) and ``reason`` (z-scores, evidence, text).
+Owns the per-turn flow and its timings (``timings_ms``): ``asr`` (log-mel, compact encoder pass and
+decoding), ``encode`` (pooling the compact states for the estimator), ``acoustics`` (eGeMAPS and
+pauses, measured on the analyzer's worker thread while ASR runs), ``estimate`` (probabilities,
+valence/arousal) and ``reason`` (z-scores, evidence, text).
 Safe to call from several worker threads at once: the models are guarded by their own locks and the
 speaker baseline by its own.
 
@@ -47,7 +48,9 @@ class ClassicalPerceiver(Perceiver):
         self.settings = settings or PerceptionSettings()
         s = self.settings
         self.estimator = estimator or ClassicalEstimator.load(s.estimator_path or None)
-        self.asr = asr or WhisperASR(s.asr_model, beam_size=s.asr_beam_size, cpu_threads=s.cpu_threads)
+        self.asr = asr or WhisperASR(
+            s.asr_model, beam_size=s.asr_beam_size, cpu_threads=s.cpu_threads, spliced=s.asr_spliced_padding
+        )
         asr_is_feature_model = self.asr.name in (FEATURE_ASR_MODEL, "", "default")
         self.feature_asr = (
             self.asr if asr_is_feature_model else WhisperASR(FEATURE_ASR_MODEL, cpu_threads=s.cpu_threads)
@@ -85,19 +88,18 @@ class ClassicalPerceiver(Perceiver):
             raise TypeError(f"ClassicalPerceiver needs a RunningBaseline, got {type(baseline).__name__}")
         timings: dict[str, float] = {}
 
+        measuring = self.analyzer.submit(audio)  # beside ASR, on the other core
         start = time.perf_counter()
         asr = self.asr.analyze(audio)
         timings["asr"] = _ms(start)
 
         start = time.perf_counter()
-        mel = asr.mel if self.feature_asr is self.asr else None
-        enc_mean, enc_std = pool_states(self.feature_asr.encode_compact(audio, mel))
+        states = asr.states if self.feature_asr is self.asr else self.feature_asr.encode_compact(audio)
+        enc_mean, enc_std = pool_states(states)
         timings["encode"] = _ms(start)
 
-        start = time.perf_counter()
-        measurement = self.analyzer.measure(audio)
+        measurement, timings["acoustics"] = measuring.result()
         cues = measurement.cues(asr.transcript)
-        timings["acoustics"] = _ms(start)
 
         start = time.perf_counter()
         reference = baseline if baseline is not None else self.new_baseline()

@@ -1,9 +1,10 @@
 """The AudioLLM perceiver: a trained dual-encoder run behind the :class:`~perception.base.Perceiver` face.
 
 Owns the per-turn flow of ``EMO_PERCEPTION__ESTIMATOR=audiollm`` and its timings (``timings_ms``):
-``asr`` (log-mel + padded Whisper pass + decoding), ``encode`` (compact Whisper pass for the semantic
-branch, reusing the ASR's log-mel, which is also the paralinguistic input), ``acoustics`` (eGeMAPS and
-pauses), ``estimate`` (the model's own :meth:`label_scores`, valence/arousal from the classical
+``asr`` (log-mel, the compact Whisper pass and decoding; the log-mel is also the paralinguistic input
+and the compact states the semantic one), ``encode`` (the semantic branch's own Whisper pass, when its
+Whisper is not the ASR's), ``acoustics`` (eGeMAPS and pauses, measured on a worker thread while the
+first two run, so a turn takes less than the sum of its stages), ``estimate`` (the model's own :meth:`label_scores`, valence/arousal from the classical
 prototype table) and ``reason`` (generation, parsing, verification). Every generated evidence item is
 checked with :func:`perception.grounding.verify_item` against this turn's transcript and cue z-scores;
 unverified items are dropped, and when nothing generated survives the reasoning is rebuilt from the
@@ -86,7 +87,9 @@ class WhisperTurnFeatures:
                 f"the audiollm perceiver runs semantic kind 'whisper-ct2', not {config.semantic.kind!r}"
             )
         s = settings
-        self.asr = WhisperASR(s.asr_model, beam_size=s.asr_beam_size, cpu_threads=s.cpu_threads)
+        self.asr = WhisperASR(
+            s.asr_model, beam_size=s.asr_beam_size, cpu_threads=s.cpu_threads, spliced=s.asr_spliced_padding
+        )
         same = _canonical(self.asr.name) == _canonical(config.semantic.name)
         self.encoder = self.asr if same else WhisperASR(config.semantic.name, cpu_threads=s.cpu_threads)
         self.mel_input = config.paralinguistic.kind == "mel-cnn"
@@ -96,9 +99,11 @@ class WhisperTurnFeatures:
         result = self.asr.analyze(audio)
         asr_ms = _ms(start)
         start = time.perf_counter()
-        mel = result.mel if self.encoder is self.asr else self.encoder.mel(audio)
-        states = self.encoder.encode_compact(audio, mel)  # (T, C)
-        para = mel.astype(np.float32) if self.mel_input else audio.astype(np.float32)
+        if self.encoder is self.asr:
+            states = result.states  # (T, C): the compact pass the decoding already ran
+        else:
+            states = self.encoder.encode_compact(audio, self.encoder.mel(audio))
+        para = result.mel.astype(np.float32) if self.mel_input else audio.astype(np.float32)
         return TurnFeatures(result.transcript, states, para, {"asr": asr_ms, "encode": _ms(start)})
 
 
@@ -230,13 +235,12 @@ class AudioLLMPerceiver(Perceiver):
         check_usable(audio)
         if baseline is not None and not isinstance(baseline, RunningBaseline):
             raise TypeError(f"AudioLLMPerceiver needs a RunningBaseline, got {type(baseline).__name__}")
+        measuring = self.analyzer.submit(audio)  # beside ASR, on the other core
         turn = self.features(audio)
-        timings = dict(turn.timings_ms)
-        start = time.perf_counter()
-        measurement = self.analyzer.measure(audio)
+        measurement, acoustics_ms = measuring.result()
+        timings = {**turn.timings_ms, "acoustics": acoustics_ms}
         cues = measurement.cues(turn.transcript)
         turn.acoustic = measurement.functionals.astype(np.float32)
-        timings["acoustics"] = _ms(start)
         turn = self.normalized(turn, baseline)
 
         start = time.perf_counter()

@@ -34,6 +34,32 @@ def test_tiny_en_transcript_and_trimmed_states() -> None:
     audio = load_audio(clip)
     result = asr.analyze(audio)
     assert "jacket" in result.transcript.lower()
-    assert result.states.shape == (WhisperASR.n_frames(len(audio)), 384)
-    np.testing.assert_allclose(asr.encode(audio), result.states, atol=1e-4)
-    assert asr.encode_compact(audio).shape[1] == 384
+    np.testing.assert_allclose(asr.encode_compact(audio), result.states, atol=1e-4)
+    assert asr.encode(audio).shape == (WhisperASR.n_frames(len(audio)), 384)
+
+
+@pytest.mark.slow
+def test_spliced_window_is_the_speech_then_the_silence_states() -> None:
+    asr = WhisperASR("tiny.en")
+    audio = np.random.default_rng(0).standard_normal(16_000).astype(np.float32) * 0.1
+    states = asr.encode_compact(audio)
+    window = np.asarray(asr.spliced_window(states))[0]
+    silence = asr.silence_states()
+    assert window.shape == silence.shape == (1500, 384)
+    np.testing.assert_array_equal(window[: len(states)], states)
+    np.testing.assert_array_equal(window[len(states) :], silence[len(states) :])
+
+
+@pytest.mark.slow
+def test_spliced_decoding_matches_the_standard_padded_pass_on_real_speech() -> None:
+    clips = sorted((CREMA_D / "audio").glob("10[01]*_*.ogg"))[:12]
+    if not clips:
+        pytest.skip(f"CREMA-D not found at {CREMA_D} (expected beside the repository)")
+    from agent.evaluation import word_error_rate
+    from perception.audio import load_audio
+
+    spliced, standard = WhisperASR("tiny.en"), WhisperASR("tiny.en", spliced=False)
+    audio = [load_audio(c) for c in clips]
+    a = [spliced.transcribe(x) for x in audio]
+    b = [standard.transcribe(x) for x in audio]
+    assert word_error_rate(b, a) < 0.1  # the two decodings agree (up to a word here and there)
