@@ -1,15 +1,16 @@
 """The AudioLLM perceiver: a trained dual-encoder run behind the :class:`~perception.base.Perceiver` face.
 
 Owns the per-turn flow of ``EMO_PERCEPTION__ESTIMATOR=audiollm`` and its timings (``timings_ms``):
-``asr`` (log-mel, the compact Whisper pass and decoding; the log-mel is also the paralinguistic input
-and the compact states the semantic one), ``encode`` (the semantic branch's own Whisper pass, when its
-Whisper is not the ASR's), ``acoustics`` (eGeMAPS and pauses, measured on a worker thread while the
-first two run, so a turn takes less than the sum of its stages), ``estimate`` (the model's own :meth:`label_scores`, valence/arousal from the classical
-prototype table) and ``reason`` (generation, parsing, verification). Every generated evidence item is
-checked with :func:`perception.grounding.verify_item` against this turn's transcript and cue z-scores;
-unverified items are dropped, and when nothing generated survives the reasoning is rebuilt from the
-measured cues (:func:`perception.reasoning.build_reasoning`), so the reasoning only cites checkable
-evidence. Thread-safe: one lock around the torch model.
+``asr`` (log-mel, the compact Whisper pass and decoding; the log-mel is also the paralinguistic input and
+the compact states the semantic one), ``encode`` (the semantic branch's own Whisper pass, when its
+Whisper is not the ASR's), ``acoustics`` (eGeMAPS and pauses, measured on a worker thread while the first
+two run, so a turn takes less than the sum of its stages), ``estimate`` (the model's own
+:meth:`label_scores`, valence/arousal from the classical prototype table) and ``reason`` (generation,
+parsing, verification). Every generated evidence item is checked with
+:func:`perception.grounding.verify_item` against this turn's transcript and cue z-scores; unverified
+items are dropped, and when nothing generated survives the reasoning is rebuilt from the measured cues
+(:func:`perception.reasoning.build_reasoning`), so the reasoning only cites checkable evidence.
+Thread-safe: one lock around the torch model.
 
     EMO_PERCEPTION__ESTIMATOR=audiollm EMO_PERCEPTION__ESTIMATOR_PATH=runs/x/final emo-agent serve
 """

@@ -69,3 +69,29 @@ def test_pause_stats_finds_a_pause() -> None:
     assert stats.n_pauses == 1
     assert stats.pause_share == pytest.approx(1 / 3, abs=0.03)
     assert stats.speech_span_s == pytest.approx(1.5, abs=0.05)
+
+
+def test_submitted_measurement_equals_measure_and_runs_beside_the_caller() -> None:
+    import threading
+
+    from perception.acoustics import AcousticAnalyzer
+
+    rate = 16_000
+    t = np.arange(rate) / rate
+    audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    analyzer = AcousticAnalyzer()
+    caller = threading.get_ident()
+    seen: list[int] = []
+    original = analyzer.measure
+    analyzer.measure = lambda a: seen.append(threading.get_ident()) or original(a)  # type: ignore[method-assign]
+    measurement, ms = analyzer.submit(audio).result(timeout=60)
+    assert seen and seen[0] != caller  # measured on the analyzer's worker thread
+    assert ms > 0
+    np.testing.assert_allclose(measurement.functionals, original(audio).functionals, rtol=1e-6)
+
+    def broken(_audio: np.ndarray) -> None:
+        raise RuntimeError("openSMILE failed")
+
+    analyzer.measure = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="openSMILE failed"):  # the caller gets the worker's error
+        analyzer.submit(audio).result(timeout=60)
