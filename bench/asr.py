@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.evaluation import read_manifest, word_error_rate  # noqa: E402
-from bench.perception import DEFAULT_MANIFEST  # noqa: E402
+from bench.perception import DEFAULT_MANIFEST, held_out_sample  # noqa: E402
 from perception.asr import MAX_COMPRESSION_RATIO, WhisperASR, _compression_ratio  # noqa: E402
 
 MODES = ("padded", "spliced", "compact")
@@ -79,11 +79,8 @@ def main() -> int:
 
     rows, _ = read_manifest(args.manifest)
     held_out = set(validation_actors([r.speaker for r in rows if r.speaker], n=args.holdout_speakers))
-    held_rows = [r for r in rows if r.speaker in held_out and r.transcript]
-    picked = np.random.default_rng(0).choice(
-        len(held_rows), size=min(args.limit, len(held_rows)), replace=False
-    )
-    clips = [(load_audio(held_rows[i].path), held_rows[i].transcript) for i in sorted(picked)]
+    sample = held_out_sample([r for r in rows if r.transcript], held_out, args.limit)
+    clips = [(load_audio(r.path), r.transcript) for r in sample]
     gap = np.zeros(4_800, dtype=np.float32)
     joined = [
         (

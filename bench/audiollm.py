@@ -44,7 +44,7 @@ from agent.evaluation import (  # noqa: E402
     metrics_from_confusion,
     read_manifest,
 )
-from bench.perception import DEFAULT_MANIFEST, N_EGEMAPS  # noqa: E402
+from bench.perception import DEFAULT_MANIFEST, N_EGEMAPS, held_out_sample  # noqa: E402
 from perception.types import LABELS  # noqa: E402
 
 
@@ -229,11 +229,7 @@ def main() -> int:
         result["audiollm"][name] = audiollm_run(Path(folder), rows, held_out, args.lm_limit)
         gc.collect()
 
-    held_rows = [r for r in rows if r.speaker in held_out]
-    picked = np.random.default_rng(0).choice(
-        len(held_rows), size=min(args.limit, len(held_rows)), replace=False
-    )
-    sample = [held_rows[i] for i in sorted(picked)]
+    sample = held_out_sample(rows, held_out, args.limit)
     result["end_to_end"] = {
         "audiollm": end_to_end(PerceptionSettings(estimator="audiollm"), sample),
     }

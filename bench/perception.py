@@ -43,6 +43,14 @@ DEFAULT_MANIFEST = REPO.parent / "shared" / "data" / "crema-d" / "manifest.csv"
 N_EGEMAPS = 88
 
 
+def held_out_sample(rows, held_out: set[str], limit: int, seed: int = 0) -> list:
+    """A seeded sample of ``limit`` rows of the held-out speakers, in manifest order."""
+    held_rows = [r for r in rows if r.speaker in held_out]
+    size = min(limit, len(held_rows))
+    picked = np.random.default_rng(seed).choice(len(held_rows), size=size, replace=False)
+    return [held_rows[i] for i in sorted(picked)]
+
+
 def score(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     cm = confusion_matrix([LABELS[i] for i in y_true], [LABELS[i] for i in y_pred])
     return {k: round(v, 4) for k, v in metrics_from_confusion(cm).items()}
@@ -91,10 +99,7 @@ def main() -> int:
     load_started = time.perf_counter()
     perceiver = build_perceiver(Settings().perception)
     load_s = time.perf_counter() - load_started
-    held_rows = [r for r in rows if r.speaker in held_out]
-    rng = np.random.default_rng(0)  # a fixed random sample: manifest order would skew the classes
-    picked = rng.choice(len(held_rows), size=min(args.limit, len(held_rows)), replace=False)
-    sample = [held_rows[i] for i in sorted(picked)]
+    sample = held_out_sample(rows, held_out, args.limit)  # random: manifest order would skew the classes
     stage_ms: dict[str, float] = {}
     audio_s = total_s = 0.0
     true, pred, refs, hyps = [], [], [], []

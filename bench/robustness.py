@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from agent.config import PerceptionSettings  # noqa: E402
 from agent.evaluation import evaluate, read_manifest  # noqa: E402
-from bench.perception import DEFAULT_MANIFEST  # noqa: E402
+from bench.perception import DEFAULT_MANIFEST, held_out_sample  # noqa: E402
 from perception.degradations import CONDITIONS, degrade  # noqa: E402
 
 
@@ -65,11 +65,7 @@ def main() -> int:
 
     rows, _ = read_manifest(args.manifest)
     held_out = set(validation_actors([r.speaker for r in rows if r.speaker], n=args.holdout_speakers))
-    held_rows = [r for r in rows if r.speaker in held_out]
-    picked = np.random.default_rng(0).choice(
-        len(held_rows), size=min(args.limit, len(held_rows)), replace=False
-    )
-    sample = [held_rows[i] for i in sorted(picked)]
+    sample = held_out_sample(rows, held_out, args.limit)
     conditions = args.condition or list(CONDITIONS)
     estimators = args.estimator or ["audiollm", "classical"]
     result: dict = {"clips": len(sample), "held_out_speakers": sorted(held_out), "conditions": {}}
