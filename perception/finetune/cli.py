@@ -7,7 +7,9 @@ Steps: load clips (``--data KIND=PATH``, repeatable; ``--manifest M.csv`` is ``-
 cache features (``<cache>/audiollm-features``), write verified reasoning targets with the teacher, then
 train with the schedule. ``--eval-manifest M.csv`` (or ``--holdout-speakers N``: every clip of N
 speakers of the training data held out) scores UA / WA / macro-F1 every ``--eval-every`` steps into
-``<out>/eval.json``. ``<out>/norms.json`` keeps the training corpus's cue norms (the perceiver's reference
+``<out>/eval.json``. ``--conditions reverb,telephone,...`` adds degraded copies of every training clip
+(:mod:`perception.degradations`; each copy standardised as its own speaker-condition pair).
+``<out>/norms.json`` keeps the training corpus's cue norms (the perceiver's reference
 for a new speaker). Re-running the same command resumes from the newest checkpoint in ``--out``. Also
 runnable as ``python -m perception.finetune.cli ...``.
 """
@@ -79,6 +81,13 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:  # argparse._SubPar
         "--eval-every", type=int, default=None, help="evaluate every N steps (default: --save-every)"
     )
     p.add_argument("--limit", type=int, default=None, help="first N clips per corpus")
+    p.add_argument(
+        "--conditions",
+        default="",
+        help="comma-separated perception.degradations conditions (noise-15db, reverb, telephone, ...): "
+        "every training clip gets --condition-copies copies heard in one of them",
+    )
+    p.add_argument("--condition-copies", type=int, default=1, help="degraded copies per training clip")
     p.add_argument("--teacher", default="template", help="template | hf:MODEL | openai:URL[#MODEL]")
     p.add_argument("--cache-dir", default=None, help="default: EMO_CACHE_DIR (features, converted LM)")
     p.add_argument("--seed", type=int, default=0)
@@ -128,6 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     from perception.audiollm.modeling import resolve_language_model
     from perception.audiollm.perceiver import NORMS_NAME
     from perception.finetune.data import BatchSampler, SpeakerNormalizer, prepare_items
+    from perception.finetune.datasets import degraded_copies
     from perception.finetune.evaluation import HeldOutEvaluator, eval_items, holdout_speakers
     from perception.finetune.features import FeatureCache, WhisperFeatureExtractor
     from perception.finetune.supervision import build_teacher
@@ -153,13 +163,19 @@ def _run(args: argparse.Namespace) -> int:
         held_out += _clips(
             argparse.Namespace(data=[f"manifest={args.eval_manifest}"], manifest=[], limit=None)
         )
+    conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    try:
+        clips += degraded_copies(clips, conditions, args.condition_copies, args.seed)
+    except ValueError as exc:
+        raise PerceptionError(str(exc)) from exc
     cache = FeatureCache(cache_dir, WhisperFeatureExtractor(config, cache_dir))
     clips = cache.warm(clips, progress=not args.no_progress)  # unusable audio is logged and left out
     pools, stats = prepare_items(
         clips, cache, build_teacher(args.teacher), tuple(config.labels), progress=not args.no_progress
     )
     out.mkdir(parents=True, exist_ok=True)
-    norms = CorpusNorms.from_samples([cache.get(c).cues for c in clips])
+    # "typical speech" for a new speaker's first turns: the corpus as recorded
+    norms = CorpusNorms.from_samples([cache.get(c).cues for c in clips if c.condition == "clean"])
     (out / NORMS_NAME).write_text(json.dumps(norms.to_json(), indent=2) + "\n")  # the perceiver's reference
     normalizer = None
     if config.speaker_norm:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from perception.types import canonical_label
@@ -38,6 +38,32 @@ class Clip:
     speaker: str | None = None
     corpus: str = "manifest"
     split: str = "train"
+    # How the clip is heard: "clean" (as recorded) or a perception.degradations condition applied to the
+    # audio before its features are computed (a training copy; see :func:`degraded_copies`).
+    condition: str = "clean"
+
+
+def degraded_copies(clips: list[Clip], conditions: list[str], copies: int = 1, seed: int = 0) -> list[Clip]:
+    """``copies`` copies of every clip, each heard in a condition drawn (with ``seed``) from ``conditions``
+    (:data:`perception.degradations.CONDITIONS`). A copy's speaker is ``speaker@condition``: at run time a
+    conversation is heard through one room and microphone throughout, so the speaker baseline a copy is
+    standardised against is the one of that speaker heard that way."""
+    import numpy as np
+
+    from perception.degradations import CONDITIONS
+
+    unknown = sorted(set(conditions) - set(CONDITIONS))
+    if unknown:
+        raise ValueError(f"unknown conditions {unknown}; known: {', '.join(CONDITIONS)}")
+    if not conditions or copies <= 0:
+        return []
+    rng = np.random.default_rng(seed)
+    out = []
+    for clip in clips:
+        for condition in rng.choice(conditions, size=copies, replace=copies > len(conditions)):
+            speaker = f"{clip.speaker}@{condition}" if clip.speaker else None
+            out.append(replace(clip, condition=str(condition), speaker=speaker))
+    return out
 
 
 Loaded = tuple[list[Clip], Counter[str]]

@@ -64,9 +64,7 @@ class WhisperFeatureExtractor:
         return f"{c.semantic.kind}:{c.semantic.name}|{c.paralinguistic.kind}|compact-v2"
 
     def __call__(self, clip: Clip) -> ClipFeatures:
-        from perception.audio import load_audio
-
-        audio = load_audio(clip.path)
+        audio = clip_audio(clip)
         mel = self.asr.mel(audio).astype(np.float32)
         if self.hf_mel is not None:
             semantic = self.hf_mel(audio, sampling_rate=16_000, return_tensors="np", padding=False)
@@ -81,9 +79,21 @@ class WhisperFeatureExtractor:
 
     def acoustic(self, clip: Clip) -> np.ndarray:
         """The clip's eGeMAPS functionals alone (to complete cache entries written without them)."""
-        from perception.audio import load_audio
+        return self.analyzer.measure(clip_audio(clip)).functionals.astype(np.float32)
 
-        return self.analyzer.measure(load_audio(clip.path)).functionals.astype(np.float32)
+
+def clip_audio(clip: Clip) -> np.ndarray:
+    """The clip's 16 kHz audio as its ``condition`` hears it (degraded reproducibly: the same clip and
+    condition always give the same samples)."""
+    from perception.audio import load_audio
+
+    audio = load_audio(clip.path)
+    if clip.condition == "clean":
+        return audio
+    from perception.degradations import degrade
+
+    seed = int(hashlib.sha1(f"{file_digest(clip.path)}|{clip.condition}".encode()).hexdigest()[:8], 16)
+    return degrade(audio, clip.condition, np.random.default_rng(seed))
 
 
 class FeatureCache:
@@ -96,6 +106,8 @@ class FeatureCache:
 
     def key(self, clip: Clip) -> Path:
         raw = f"{file_digest(clip.path)}|{clip.transcript or ''}"
+        if clip.condition != "clean":
+            raw += f"|{clip.condition}"
         return self.root / f"{hashlib.sha1(raw.encode()).hexdigest()}.npz"
 
     def get(self, clip: Clip) -> ClipFeatures:

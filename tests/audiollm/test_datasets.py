@@ -186,3 +186,51 @@ def test_unusable_clips_are_left_out_not_fatal(tmp_path):
     cache = FeatureCache(tmp_path / "cache", extractor, signature="test")
     usable = cache.warm(clips, progress=False)
     assert [c.path.name for c in usable] == ["1001_DFA_ANG_XX.wav"]
+
+
+def test_degraded_copies_are_heard_by_their_own_speaker_baseline(tmp_path):
+    from perception.finetune.datasets import degraded_copies
+
+    for name in ("1001_DFA_ANG_XX.wav", "1001_IEO_SAD_HI.wav", "1002_DFA_HAP_XX.wav"):
+        _wav(tmp_path / "c" / name)
+    clips, _ = load_crema_d(tmp_path / "c")
+    copies = degraded_copies(clips, ["reverb", "telephone"], copies=2, seed=0)
+    assert len(copies) == 2 * len(clips)
+    assert {c.condition for c in copies} <= {"reverb", "telephone"}
+    for copy in copies:
+        original = next(c for c in clips if c.path == copy.path)
+        assert copy.speaker == f"{original.speaker}@{copy.condition}"
+        assert (copy.emotion, copy.transcript) == (original.emotion, original.transcript)
+    assert degraded_copies(clips, ["reverb", "telephone"], copies=2, seed=0) == copies  # reproducible
+    assert degraded_copies(clips, [], copies=1) == []
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown conditions \\['underwater'\\]"):
+        degraded_copies(clips, ["underwater"])
+
+
+def test_a_degraded_copy_has_its_own_cache_entry_and_degraded_audio(tmp_path):
+    from dataclasses import replace
+
+    from perception.finetune.features import clip_audio
+
+    path = tmp_path / "c" / "1001_DFA_ANG_XX.wav"
+    path.parent.mkdir(parents=True)
+    t = np.arange(16_000) / 16_000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16_000)  # 1 s
+    clips, _ = load_crema_d(path.parent)
+    clean = clips[0]
+    faster = replace(clean, condition="speed-1.1", speaker="1001@speed-1.1")
+    seen = []
+
+    def extractor(clip):
+        seen.append(len(clip_audio(clip)))
+        return ClipFeatures(np.ones((5, 4), np.float32), np.ones((8, 10), np.float32), {}, "hi")
+
+    cache = FeatureCache(tmp_path / "cache", extractor, signature="test")
+    assert cache.key(clean) != cache.key(faster)
+    cache.warm([clean, faster], progress=False)
+    assert seen[0] == 16_000 and abs(seen[1] - 16_000 / 1.1) <= 2  # the copy was heard 10 % faster
+    noisy = replace(clean, condition="noise-15db")
+    np.testing.assert_array_equal(clip_audio(noisy), clip_audio(noisy))  # the same noise every time
+    assert not np.array_equal(clip_audio(noisy), clip_audio(clean))
