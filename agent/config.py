@@ -62,6 +62,10 @@ class VoiceSettings(BaseModel):
     # Largest accepted JSON text frame and typed turn.
     max_text_chars: int = 2000
     max_message_bytes: int = 1 << 20
+    # The reply's first spoken piece may end at a clause break (",", ";", ":", a dash) once it has this
+    # many characters, so speech starts before the whole first sentence is written and synthesised.
+    # 0: speak whole sentences only.
+    first_clause_chars: int = Field(default=40, ge=0)
     # Piper voice: empty means the bundled en_US-joe-medium.
     tts_voice: str = ""
     tts_enabled: bool = True

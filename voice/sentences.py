@@ -11,9 +11,16 @@ line break. A boundary is only decided once the next non-space character has arr
 settles it: a lowercase letter after ``...`` or ``.`` continues the sentence ("Well... maybe", "e.g. this").
 Titles (Mr., Dr., ...), single initials ("J. Smith") and numbers ("3.5", "No. 5") never end a sentence.
 Very long sentences are cut at a comma or space after ``max_chars`` so speech starts in time.
+
+With ``first_clause_chars`` (the voice loop's ``EMO_VOICE__FIRST_CLAUSE_CHARS``), the reply's *first*
+piece may also end at a clause break (``,``, ``;``, ``:`` or a dash, then a space) once it is at least that
+long: speech then starts after "I'm sorry to hear that you're feeling this way," instead of after the whole
+first sentence, and the rest follows sentence by sentence as before.
 """
 
 from __future__ import annotations
+
+import re
 
 # Abbreviations after which a period does not end a sentence (compared lowercase, without the period).
 ABBREVIATIONS: frozenset[str] = frozenset(
@@ -28,15 +35,19 @@ ABBREVIATIONS: frozenset[str] = frozenset(
 _MAY_END = frozenset({"etc", "inc", "ltd", "co", "corp", "a.m", "p.m", "u.s"})
 
 _TERMINATORS = ".!?…"
+# A clause break: ",", ";", ":" or a dash, then whitespace and the start of the next word.
+_CLAUSE_BREAK = re.compile(r"([,;:]|\s[—–-])\s+(?=\S)")
 _CLOSERS = "\"'”’)]}»"
 
 
 class SentenceSplitter:
     """Feed text pieces with :meth:`push`; get complete sentences back; :meth:`finish` returns the rest."""
 
-    def __init__(self, max_chars: int = 250) -> None:
+    def __init__(self, max_chars: int = 250, first_clause_chars: int = 0) -> None:
         self.max_chars = max_chars
+        self.first_clause_chars = first_clause_chars
         self._buf = ""
+        self._emitted = False
 
     def push(self, delta: str) -> list[str]:
         """Add streamed text; return the sentences it completed (stripped, non-empty), in order."""
@@ -44,6 +55,10 @@ class SentenceSplitter:
         sentences: list[str] = []
         while True:
             cut = self._find_boundary()
+            if not self._emitted and self.first_clause_chars > 0:
+                clause = self._find_first_clause()
+                if clause is not None and (cut is None or clause < cut):
+                    cut = clause
             if cut is None:
                 cut = self._find_forced_cut()
             if cut is None:
@@ -51,12 +66,20 @@ class SentenceSplitter:
             sentence, self._buf = self._buf[:cut].strip(), self._buf[cut:].lstrip()
             if sentence:
                 sentences.append(sentence)
+                self._emitted = True
         return sentences
 
     def finish(self) -> str | None:
-        """The text after the last boundary (``None`` when nothing is left); the splitter is then empty."""
-        rest, self._buf = self._buf.strip(), ""
+        """The text after the last boundary (``None`` when nothing is left); the splitter is then empty
+        and ready for another reply."""
+        rest, self._buf, self._emitted = self._buf.strip(), "", False
         return rest or None
+
+    def _find_first_clause(self) -> int | None:
+        """End of the first clause break at or after ``first_clause_chars`` whose next word has begun."""
+        for match in _CLAUSE_BREAK.finditer(self._buf, max(0, self.first_clause_chars - 1)):
+            return match.end(1)
+        return None
 
     def _find_boundary(self) -> int | None:
         buf = self._buf

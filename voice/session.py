@@ -557,7 +557,7 @@ class Session:
         """Stream the dialogue reply: deltas out, whole sentences to the speaker, then ``assistant.text``."""
         assert self.session_id is not None and turn.reply is not None
         reply = turn.reply
-        splitter = SentenceSplitter()
+        splitter = SentenceSplitter(first_clause_chars=self._settings.first_clause_chars)
         stream: Any = self._dialogue.reply(self.session_id, turn.turn_id, perception.transcript, perception)
         if inspect.isawaitable(stream):
             stream = await stream

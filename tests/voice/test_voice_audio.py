@@ -103,6 +103,36 @@ def test_sentence_cases(pieces: list[str], expected: list[str]) -> None:
     assert split_stream(pieces) == expected
 
 
+@pytest.mark.parametrize(
+    ("pieces", "expected"),
+    [
+        (
+            ["I'm sorry to hear that you", "'re feeling this way,", " and I want to help. Tell me, more."],
+            ["I'm sorry to hear that you're feeling this way,", "and I want to help.", "Tell me, more."],
+        ),
+        (["Oh, dear. It sounds hard, doesn't it? Yes"], ["Oh, dear.", "It sounds hard, doesn't it?", "Yes"]),
+        (["It costs 3,000 dollars a year for the plan — more or less. Ok"],
+         ["It costs 3,000 dollars a year for the plan —", "more or less.", "Ok"]),
+        (["A clause that is long enough,"], ["A clause that is long enough,"]),  # next word unknown yet
+    ],
+)
+def test_the_first_piece_may_end_at_a_clause_break(pieces: list[str], expected: list[str]) -> None:
+    s = SentenceSplitter(first_clause_chars=20)
+    out: list[str] = []
+    for piece in pieces:
+        out.extend(s.push(piece))
+    rest = s.finish()
+    assert out + ([rest] if rest else []) == expected
+    assert s.push("Again, a second reply starts here, too. ") == ["Again, a second reply starts here,"]
+
+
+def test_without_first_clause_chars_only_sentences_are_spoken() -> None:
+    assert split_stream(["I'm sorry to hear that you're feeling this way, and I want to help. Ok"]) == [
+        "I'm sorry to hear that you're feeling this way, and I want to help.",
+        "Ok",
+    ]
+
+
 def test_long_sentences_are_cut_at_a_comma() -> None:
     text = "word " * 30 + ", and then " + "more " * 40
     out = split_stream([text])
