@@ -101,10 +101,11 @@ class WhisperTurnFeatures:
         asr_ms = _ms(start)
         start = time.perf_counter()
         if self.encoder is self.asr:
-            states = result.states  # (T, C): the compact pass the decoding already ran
-        else:
-            states = self.encoder.encode_compact(audio, self.encoder.mel(audio))
-        para = result.mel.astype(np.float32) if self.mel_input else audio.astype(np.float32)
+            mel, states = result.mel, result.states  # (T, C): the compact pass the decoding already ran
+        else:  # the run's own Whisper: its log-mel (e.g. 80 bins under a 128-bin ASR model) and states
+            mel = self.encoder.mel(audio)
+            states = self.encoder.encode_compact(audio, mel)
+        para = mel.astype(np.float32) if self.mel_input else audio.astype(np.float32)
         return TurnFeatures(result.transcript, states, para, {"asr": asr_ms, "encode": _ms(start)})
 
 

@@ -44,23 +44,28 @@ class Clip:
 
 
 def degraded_copies(clips: list[Clip], conditions: list[str], copies: int = 1, seed: int = 0) -> list[Clip]:
-    """``copies`` copies of every clip, each heard in a condition drawn (with ``seed``) from ``conditions``
-    (:data:`perception.degradations.CONDITIONS`). A copy's speaker is ``speaker@condition``: at run time a
-    conversation is heard through one room and microphone throughout, so the speaker baseline a copy is
-    standardised against is the one of that speaker heard that way."""
+    """``copies`` copies of every clip, each heard in a different condition drawn (with ``seed``) from
+    ``conditions`` (:data:`perception.degradations.CONDITIONS` other than "clean"). A copy's speaker is
+    ``speaker@condition``: at run time a conversation is heard through one room and microphone
+    throughout, so the speaker baseline a copy is standardised against is the one of that speaker heard
+    that way."""
     import numpy as np
 
     from perception.degradations import CONDITIONS
 
-    unknown = sorted(set(conditions) - set(CONDITIONS))
+    conditions = list(dict.fromkeys(conditions))
+    known = [c for c in CONDITIONS if c != "clean"]
+    unknown = sorted(set(conditions) - set(known))
     if unknown:
-        raise ValueError(f"unknown conditions {unknown}; known: {', '.join(CONDITIONS)}")
+        raise ValueError(f"unknown conditions {unknown}; known: {', '.join(known)}")
     if not conditions or copies <= 0:
         return []
+    if copies > len(conditions):  # a clip heard twice the same way would be the same copy
+        raise ValueError(f"{copies} copies per clip need as many conditions, got {len(conditions)}")
     rng = np.random.default_rng(seed)
     out = []
     for clip in clips:
-        for condition in rng.choice(conditions, size=copies, replace=copies > len(conditions)):
+        for condition in rng.choice(conditions, size=copies, replace=False):
             speaker = f"{clip.speaker}@{condition}" if clip.speaker else None
             out.append(replace(clip, condition=str(condition), speaker=speaker))
     return out

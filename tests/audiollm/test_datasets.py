@@ -207,6 +207,12 @@ def test_degraded_copies_are_heard_by_their_own_speaker_baseline(tmp_path):
 
     with pytest.raises(ValueError, match="unknown conditions \\['underwater'\\]"):
         degraded_copies(clips, ["underwater"])
+    with pytest.raises(ValueError, match="unknown conditions \\['clean'\\]"):
+        degraded_copies(clips, ["clean"])
+    with pytest.raises(ValueError, match="3 copies per clip need as many conditions, got 2"):
+        degraded_copies(clips, ["reverb", "telephone", "reverb"], copies=3)
+    for clip in clips:  # each copy of a clip is heard a different way
+        assert {c.condition for c in copies if c.path == clip.path} == {"reverb", "telephone"}
 
 
 def test_a_degraded_copy_has_its_own_cache_entry_and_degraded_audio(tmp_path):

@@ -271,3 +271,32 @@ def test_generation_stats_count_what_the_lm_wrote(perceiver, audio, first_turn, 
             before.as_written + as_written,
         )
     assert 0 < stats.to_json()["verified_share"] <= 1
+
+
+def test_a_run_whose_whisper_is_not_the_asr_model_reads_its_own_log_mel() -> None:
+    """Under a 128-bin ASR model (large-v3) a tiny.en run still gets tiny.en's 80-bin log-mel and states."""
+    from perception.asr import AsrResult
+    from perception.audiollm.perceiver import WhisperTurnFeatures
+
+    class FakeWhisper:
+        def __init__(self, n_mels: int, width: int) -> None:
+            self.n_mels, self.width = n_mels, width
+
+        def mel(self, audio):
+            return np.zeros((self.n_mels, len(audio) // 160), dtype=np.float32)
+
+        def encode_compact(self, audio, mel):
+            assert mel.shape[0] == self.n_mels
+            return np.zeros((mel.shape[1] // 2, self.width), dtype=np.float32)
+
+        def analyze(self, audio):
+            mel = self.mel(audio)
+            return AsrResult("hello", mel, self.encode_compact(audio, mel))
+
+    features = object.__new__(WhisperTurnFeatures)
+    features.asr, features.encoder, features.mel_input = FakeWhisper(128, 1280), FakeWhisper(80, 384), True
+    turn = features(np.zeros(16_000, dtype=np.float32))
+    assert turn.paralinguistic.shape == (80, 100) and turn.semantic.shape == (50, 384)
+    assert turn.transcript == "hello"
+    features.encoder = features.asr  # the same Whisper: its pass is reused
+    assert features(np.zeros(16_000, dtype=np.float32)).paralinguistic.shape == (128, 100)
