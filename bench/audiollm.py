@@ -131,7 +131,7 @@ def audiollm_run(folder: Path, rows, held_out: set[str], lm_limit: int) -> dict:
     ]
     clips = cache.warm(clips)
     items = [
-        EvalItem(f.semantic, f.paralinguistic, c.emotion, c.speaker, f.acoustic)
+        EvalItem(f.semantic, f.paralinguistic, c.emotion, c.speaker, f.head_input())
         for c in clips
         for f in [cache.get(c)]
     ]

@@ -98,8 +98,6 @@ def degrade(audio: np.ndarray, condition: str, rng: np.random.Generator) -> np.n
     try:
         fn = CONDITIONS[condition]
     except KeyError:
-        raise PerceptionError(
-            f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}"
-        ) from None
+        raise PerceptionError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}") from None
     out = fn(np.asarray(audio, dtype=np.float64), rng)
     return np.clip(out, -1.0, 1.0).astype(np.float32)

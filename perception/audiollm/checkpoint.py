@@ -56,6 +56,19 @@ def load_weights_into(model: nn.Module, directory: str | Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
+def load_matching_weights(model: nn.Module, directory: str | Path) -> list[str]:
+    """Start ``model`` from another run's ``trainable.safetensors``: every saved tensor whose name and
+    shape fit is loaded. Returns the trainable entries that start fresh (say, an aux head that now reads a
+    wider input); a checkpoint none of whose tensors fit is a ``ValueError``."""
+    state = load_file(str(Path(directory) / WEIGHTS_NAME))
+    own = trainable_state_dict(model)
+    fitting = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not fitting:
+        raise ValueError(f"no tensor of {directory} fits this model")
+    model.load_state_dict(fitting, strict=False)
+    return sorted(set(own) - set(fitting))
+
+
 def load_trainable(
     directory: str | Path, language_model: nn.Module | None = None, cache_dir: Path | None = None
 ):  # -> DualEncoderForEmotionReasoning

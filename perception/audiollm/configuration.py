@@ -49,6 +49,10 @@ class SemanticEncoderConfig:
     # 50 fps / 5 = 10 tokens per second: ~3-4 tokens per spoken word, enough for the LM to transcribe,
     # and a 30 s turn costs 300 tokens. The paper's 15 -> 1 (3.3 tokens/s) suits a 9B LM better than 135M.
     stack: int = 5
+    # Encoder layers (0: the first block's input, k: block k's output) whose states, mean + std pooled over
+    # the turn, the MLP aux head also reads (perception.audiollm.whisper_layers). Emotion is clearer part-way
+    # up the encoder than in its last layer, which serves the decoder. [] : none.
+    pooled_layers: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -136,6 +140,14 @@ class DualEncoderConfig:
     augment: bool = True
     max_audio_seconds: float = 30.0
     version: str = "0.1.0"
+
+    @property
+    def utterance_size(self) -> int:
+        """Width of the aux head's utterance-level input (``acoustic_features``): the eGeMAPS
+        functionals, then the pooled states of ``semantic.pooled_layers``; 0 when the head reads none."""
+        if not self.aux_hidden:
+            return 0
+        return self.acoustic_functionals + 2 * self.semantic.hidden_size * len(self.semantic.pooled_layers)
 
     # -- JSON ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

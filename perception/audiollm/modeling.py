@@ -76,12 +76,13 @@ def _valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
 
 def _build_aux_head(config: DualEncoderConfig, hidden: int, tower_widths: tuple[int, int]) -> nn.Module:
     """Linear over the mean audio token (``aux_hidden=0``), else an MLP over both towers' states pooled
-    over the turn (mean and std per dimension) and the turn's ``acoustic_functionals``, standardised per
+    over the turn (mean and std per dimension) and the turn's utterance descriptors (``utterance_size``: the
+    eGeMAPS functionals and pooled intermediate Whisper layers), standardised per
     feature by a BatchNorm: the utterance-level statistics emotion recognisers have long relied on, from
     the same states the adapters project and the descriptors the evidence cites."""
     if not config.aux_hidden:
         return nn.Linear(hidden, len(config.labels))
-    width = 2 * sum(tower_widths) + config.acoustic_functionals
+    width = 2 * sum(tower_widths) + config.utterance_size
     return nn.Sequential(
         nn.BatchNorm1d(width),
         nn.Dropout(0.2),
@@ -220,8 +221,8 @@ class DualEncoderForEmotionReasoning(nn.Module):
 
     @property
     def uses_acoustic(self) -> bool:
-        """Whether the aux head reads ``acoustic_features`` (``(B, acoustic_functionals)``)."""
-        return self.aux_head is not None and bool(self.config.aux_hidden and self.config.acoustic_functionals)
+        """Whether the aux head reads ``acoustic_features`` (``(B, config.utterance_size)``)."""
+        return self.aux_head is not None and bool(self.config.utterance_size)
 
     def _aux_logits(
         self,
@@ -241,11 +242,11 @@ class DualEncoderForEmotionReasoning(nn.Module):
                 "the MLP aux head reads the towers' pooled states (embed_audio(return_pooled=True))"
             )
         if self.uses_acoustic:
-            expected = (pooled_states.shape[0], self.config.acoustic_functionals)
+            expected = (pooled_states.shape[0], self.config.utterance_size)
             if acoustic_features is None:
                 raise ValueError(
                     f"this model's aux head reads acoustic_features of shape {expected} "
-                    "(the turn's eGeMAPS functionals; the processor adds them when encode() gets acoustic=)"
+                    "(the turn's utterance descriptors; the processor adds them when encode() gets acoustic=)"
                 )
             if tuple(acoustic_features.shape) != expected:
                 raise ValueError(
@@ -335,7 +336,7 @@ class DualEncoderForEmotionReasoning(nn.Module):
         ``(B,)`` indices into ``config.labels`` (-100 for clips without one) for the aux head.
         ``aux_only``: skip the LM; ``loss`` is the aux head's cross-entropy and ``logits`` its logits (the
         ``emotion-aux`` phase, run through the same call so data-parallel wrappers sync its gradients).
-        ``acoustic_features``: ``(B, acoustic_functionals)`` for an aux head that reads them."""
+        ``acoustic_features``: ``(B, config.utterance_size)`` for an aux head that reads them."""
         audio, counts, aux_logits = self._aux_from_inputs(
             semantic_features,
             paralinguistic_features,

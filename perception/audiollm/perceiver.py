@@ -35,7 +35,7 @@ from perception.audiollm.checkpoint import WEIGHTS_NAME
 from perception.audiollm.configuration import CONFIG_NAME, DualEncoderConfig
 from perception.audiollm.modeling import DualEncoderForEmotionReasoning, resolve_language_model
 from perception.audiollm.parsing import ParsedGeneration, parse_generation
-from perception.audiollm.processing import DualEncoderProcessor, reasoning_context
+from perception.audiollm.processing import DualEncoderProcessor, reasoning_context, utterance_features
 from perception.audiollm.speaker_norm import FEATURE_NORMS_NAME, FeatureNorms, SpeakerFeatures
 from perception.base import SAMPLE_RATE, Perceiver, PerceptionError, SpeakerBaseline
 from perception.estimator import ClassicalEstimator, valence_arousal
@@ -58,7 +58,9 @@ class TurnFeatures:
     semantic: np.ndarray  # whisper-ct2: (T, C) compact encoder states at 50 frames/s
     paralinguistic: np.ndarray  # mel-cnn: (n_mels, T) log-mel at 100 frames/s; hf: (samples,)
     timings_ms: dict[str, float]
-    acoustic: np.ndarray | None = None  # (88,) eGeMAPS functionals, for a model whose aux head reads them
+    # the aux head's utterance input (processing.utterance_features): the eGeMAPS functionals, then layers
+    acoustic: np.ndarray | None = None
+    layers: np.ndarray | None = None  # (len(pooled_layers), 2 * C) pooled Whisper layer states, when asked
 
 
 FeatureFn = Callable[[np.ndarray], TurnFeatures]
@@ -94,6 +96,13 @@ class WhisperTurnFeatures:
         same = _canonical(self.asr.name) == _canonical(config.semantic.name)
         self.encoder = self.asr if same else WhisperASR(config.semantic.name, cpu_threads=s.cpu_threads)
         self.mel_input = config.paralinguistic.kind == "mel-cnn"
+        self.layer_stats = None
+        if config.semantic.pooled_layers:
+            from perception.audiollm.whisper_layers import WhisperLayerStats
+
+            self.layer_stats = WhisperLayerStats.for_whisper(
+                config.semantic.name, config.semantic.pooled_layers
+            )
 
     def __call__(self, audio: np.ndarray) -> TurnFeatures:
         start = time.perf_counter()
@@ -106,7 +115,13 @@ class WhisperTurnFeatures:
             mel = self.encoder.mel(audio)
             states = self.encoder.encode_compact(audio, mel)
         para = mel.astype(np.float32) if self.mel_input else audio.astype(np.float32)
-        return TurnFeatures(result.transcript, states, para, {"asr": asr_ms, "encode": _ms(start)})
+        timings = {"asr": asr_ms, "encode": _ms(start)}
+        layers = None
+        if self.layer_stats is not None:  # the encoder's first blocks again, in torch, for their states
+            start = time.perf_counter()
+            layers = self.layer_stats.stats(mel)
+            timings["layers"] = _ms(start)
+        return TurnFeatures(result.transcript, states, para, timings, layers=layers)
 
 
 def _canonical(whisper_name: str) -> str:
@@ -223,7 +238,7 @@ class AudioLLMPerceiver(Perceiver):
             speaker = SpeakerFeatures(self.config, self.feature_norms)
         speaker.add(turn.semantic, turn.paralinguistic, turn.acoustic)
         sem, para, acoustic = speaker.normalize(turn.semantic, turn.paralinguistic, turn.acoustic)
-        return TurnFeatures(turn.transcript, sem, para, turn.timings_ms, acoustic)
+        return TurnFeatures(turn.transcript, sem, para, turn.timings_ms, acoustic, turn.layers)
 
     def perceive(
         self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, baseline: SpeakerBaseline | None = None
@@ -242,7 +257,10 @@ class AudioLLMPerceiver(Perceiver):
         measurement, acoustics_ms = measuring.result()
         timings = {**turn.timings_ms, "acoustics": acoustics_ms}
         cues = measurement.cues(turn.transcript)
-        turn.acoustic = measurement.functionals.astype(np.float32)
+        try:
+            turn.acoustic = utterance_features(self.config, measurement.functionals, turn.layers)
+        except ValueError as exc:  # a feature function that does not give what the run reads
+            raise PerceptionError(f"turn features do not fit the AudioLLM run: {exc}") from exc
         turn = self.normalized(turn, baseline)
 
         start = time.perf_counter()

@@ -46,6 +46,35 @@ def task_instruction(task: Task, labels: list[str]) -> str:
 MAX_CONTEXT_CUES = 8
 
 
+def utterance_features(
+    config: DualEncoderConfig, functionals: np.ndarray | None, layer_stats: np.ndarray | None = None
+) -> np.ndarray | None:
+    """The aux head's utterance-level input, ``(config.utterance_size,)``: the eGeMAPS functionals
+    (``acoustic_functionals``), then the pooled states of ``semantic.pooled_layers``, one row per layer
+    (:class:`~perception.audiollm.whisper_layers.WhisperLayerStats`). ``None`` for a model that reads
+    none; a missing or mis-sized part is a ``ValueError``."""
+    if not config.utterance_size:
+        return None
+    parts = []
+    if config.acoustic_functionals:
+        if functionals is None or np.shape(functionals) != (config.acoustic_functionals,):
+            got = None if functionals is None else np.shape(functionals)
+            raise ValueError(
+                f"eGeMAPS functionals of shape {got}, the model reads ({config.acoustic_functionals},)"
+            )
+        parts.append(np.asarray(functionals, dtype=np.float32))
+    layers = config.semantic.pooled_layers
+    if layers:
+        expected = (len(layers), 2 * config.semantic.hidden_size)
+        if layer_stats is None or np.shape(layer_stats) != expected:
+            got = None if layer_stats is None else np.shape(layer_stats)
+            raise ValueError(
+                f"pooled layer states of shape {got}, the model reads {expected} (layers {layers})"
+            )
+        parts.append(np.asarray(layer_stats, dtype=np.float32).reshape(-1))
+    return np.concatenate(parts)
+
+
 def reasoning_context(cue_z: dict[str, float], transcript: str) -> str:
     """The ``emotion_reasoning`` prompt's text about the turn (``config.reasoning_context``): its cues
     by distance from the reference (the line an evidence item would quote) and its transcript."""
@@ -67,7 +96,7 @@ class EncodedExample:
     semantic_features: np.ndarray  # whisper-ct2: (T, C) states; whisper-hf: (n_mels, T) log-mel
     paralinguistic_features: np.ndarray  # mel-cnn: (n_mels, T) log-mel; hf: (samples,)
     emotion_label: int = IGNORE_INDEX
-    acoustic_features: np.ndarray | None = None  # (acoustic_functionals,) for an aux head that reads them
+    acoustic_features: np.ndarray | None = None  # (config.utterance_size,) for an aux head that reads them
 
 
 class DualEncoderProcessor:
@@ -139,7 +168,8 @@ class DualEncoderProcessor:
     ) -> EncodedExample:
         """A prompt with the right number of placeholders; with ``target``, its ids and masked labels.
         ``prefix`` (prompts only) starts the answer, e.g. ``"label: sad\n"`` to have the model explain a
-        given label. ``acoustic``: the clip's ``(acoustic_functionals,)`` descriptors (aux head input).
+        given label. ``acoustic``: the clip's ``(config.utterance_size,)`` utterance descriptors
+        (:func:`utterance_features`; aux head input).
         ``context``: :func:`reasoning_context` of the turn, read by ``emotion_reasoning`` prompts of a
         ``reasoning_context`` model (ignored otherwise)."""
         n_sem, n_para = audio_token_counts(
@@ -159,12 +189,12 @@ class DualEncoderProcessor:
             labels = [IGNORE_INDEX] * len(prompt) + answer
             prompt = prompt + answer
         emotion_index = self.config.labels.index(emotion) if emotion in self.config.labels else IGNORE_INDEX
-        if not self.config.acoustic_functionals:
+        if not self.config.utterance_size:
             acoustic = None  # this model does not read them
-        if acoustic is not None and acoustic.shape != (self.config.acoustic_functionals,):
+        if acoustic is not None and acoustic.shape != (self.config.utterance_size,):
             raise ValueError(
                 f"acoustic descriptors have shape {acoustic.shape}, the model reads "
-                f"({self.config.acoustic_functionals},)"
+                f"({self.config.utterance_size},)"
             )
         return EncodedExample(
             prompt, labels, semantic_features, paralinguistic_features, emotion_index, acoustic

@@ -64,7 +64,7 @@ def _frames(config: DualEncoderConfig, stream: str, features: np.ndarray | None)
     if stream == "semantic":
         return features if config.semantic.kind == "whisper-ct2" else None
     if stream == "acoustic":
-        return features[None] if config.acoustic_functionals else None
+        return features[None] if config.utterance_size else None
     return features.T if config.paralinguistic.kind == "mel-cnn" else None
 
 

@@ -40,6 +40,19 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:  # argparse._SubPar
     p.add_argument("--manifest", action="append", default=[], help="manifest CSV (same as --data manifest=M)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, final model")
     p.add_argument("--config", default=None, help="DualEncoderConfig JSON (default: the built-in one)")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="RUN",
+        help="start from another run's trained weights (a run folder or its final/ or checkpoint-*/); "
+        "its config is the default one",
+    )
+    p.add_argument(
+        "--pooled-layers",
+        default=None,
+        metavar="I,J",
+        help="Whisper encoder layers whose pooled states the aux head also reads (e.g. 2; 'none' for none)",
+    )
     p.add_argument("--schedule", default="alternating", choices=["alternating", "joint"])
     p.add_argument(
         "--steps", default="300,300,200", help="steps per phase (speech,emotion,joint); joint uses their sum"
@@ -134,6 +147,7 @@ def _run(args: argparse.Namespace) -> int:
     from agent.config import default_cache_dir
     from perception.acoustics import CorpusNorms
     from perception.audiollm import DualEncoderConfig, DualEncoderForEmotionReasoning, DualEncoderProcessor
+    from perception.audiollm.checkpoint import load_matching_weights
     from perception.audiollm.modeling import resolve_language_model
     from perception.audiollm.perceiver import NORMS_NAME
     from perception.finetune.data import BatchSampler, SpeakerNormalizer, prepare_items
@@ -141,14 +155,19 @@ def _run(args: argparse.Namespace) -> int:
     from perception.finetune.evaluation import HeldOutEvaluator, eval_items, holdout_speakers
     from perception.finetune.features import FeatureCache, WhisperFeatureExtractor
     from perception.finetune.supervision import build_teacher
-    from perception.finetune.trainer import TrainConfig, Trainer
+    from perception.finetune.trainer import TrainConfig, Trainer, latest_checkpoint
 
     cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
     out = Path(args.out)
     saved = out / "config.json"
-    config_path = args.config or (saved if saved.is_file() and not args.no_resume else None)
+    init_from = _init_folder(args.init_from) if args.init_from else None
+    resuming = saved.is_file() and not args.no_resume
+    config_path = args.config or (saved if resuming else init_from)
     try:
         config = DualEncoderConfig.load(config_path) if config_path else DualEncoderConfig()
+        if args.pooled_layers is not None and not resuming:
+            spec = args.pooled_layers.strip().lower()
+            config.semantic.pooled_layers = [] if spec in ("", "none") else [int(i) for i in spec.split(",")]
         schedule = schedule_from_args(args)
     except (OSError, ValueError, TypeError) as exc:
         raise PerceptionError(f"bad configuration: {exc}") from exc
@@ -206,6 +225,13 @@ def _run(args: argparse.Namespace) -> int:
             held_items, processor, args.batch_size, norms=normalizer.norms if normalizer else None
         )
     model = DualEncoderForEmotionReasoning.from_config(config, cache_dir)
+    if init_from is not None and (args.no_resume or latest_checkpoint(out) is None):  # a new run
+        try:
+            fresh = load_matching_weights(model, init_from)
+        except ValueError as exc:
+            raise PerceptionError(f"--init-from {args.init_from}: {exc}") from exc
+        parts = sorted({name.rsplit(".", 1)[0] for name in fresh})
+        print(f"started from {init_from}; trained afresh: {', '.join(parts) or 'nothing'}", file=sys.stderr)
     trainer = Trainer(
         model,
         BatchSampler(pools, processor, seed=args.seed, normalizer=normalizer, augment=config.augment),
@@ -232,6 +258,19 @@ def _run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _init_folder(spec: str) -> Path:
+    """The checkpoint folder ``--init-from`` names: the folder itself, else its ``final/``, else its
+    newest ``checkpoint-*``."""
+    from perception.audiollm.checkpoint import WEIGHTS_NAME
+    from perception.finetune.trainer import latest_checkpoint
+
+    path = Path(spec).expanduser()
+    for candidate in (path, path / "final", latest_checkpoint(path) if path.is_dir() else None):
+        if candidate is not None and (candidate / WEIGHTS_NAME).is_file():
+            return candidate
+    raise PerceptionError(f"--init-from {spec}: no trained weights there ({WEIGHTS_NAME})")
 
 
 def schedule_from_args(args: argparse.Namespace):

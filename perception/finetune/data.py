@@ -30,7 +30,7 @@ class TrainItem:
     target: str
     emotion: str | None
     speaker: str | None = None
-    acoustic: np.ndarray | None = None  # (88,) eGeMAPS functionals (the aux head's acoustic input)
+    acoustic: np.ndarray | None = None  # the aux head's utterance input (processing.utterance_features)
     context: str = ""  # emotion_reasoning: the cues and transcript as text (processing.reasoning_context)
 
 
@@ -54,14 +54,14 @@ def build_items(
                     feat.transcript,
                     clip.emotion,
                     clip.speaker,
-                    feat.acoustic,
+                    feat.head_input(),
                 )
             )
     for i, target in zip(labelled, targets, strict=True):
         feat, label, speaker = features[i], clips[i].emotion, clips[i].speaker
         pools["emotion"].append(
             TrainItem(
-                "emotion", feat.semantic, feat.paralinguistic, label or "", label, speaker, feat.acoustic
+                "emotion", feat.semantic, feat.paralinguistic, label or "", label, speaker, feat.head_input()
             )
         )
         if target is not None:
@@ -73,7 +73,7 @@ def build_items(
                     target,
                     label,
                     speaker,
-                    feat.acoustic,
+                    feat.head_input(),
                     reasoning_context(cue_z[i], feat.transcript),  # the z-scores the teacher cited
                 )
             )

@@ -36,7 +36,7 @@ class EvalItem:
 def eval_items(clips: list[Clip], features: list[ClipFeatures], labels: tuple[str, ...]) -> list[EvalItem]:
     """Held-out items: the clips with a label in ``labels``."""
     return [
-        EvalItem(f.semantic, f.paralinguistic, c.emotion, c.speaker, f.acoustic)
+        EvalItem(f.semantic, f.paralinguistic, c.emotion, c.speaker, f.head_input())
         for c, f in zip(clips, features, strict=True)
         if c.emotion in labels
     ]

@@ -3,7 +3,9 @@
 For every clip: the semantic input (CTranslate2 Whisper encoder states of the compact pass, ``(T, C)``
 at 50 frames/s; the same pass the run-time perceiver uses), the paralinguistic input (Whisper's 80-bin
 log-mel, ``(80, T)`` at 100 frames/s), the raw acoustic cues and the 88 eGeMAPS functionals
-(:mod:`perception.acoustics`) and a transcript (the corpus's own when it has one, else Whisper's).
+(:mod:`perception.acoustics`), a transcript (the corpus's own when it has one, else Whisper's) and, for a
+config with ``semantic.pooled_layers``, the mean + std pooled states of every Whisper encoder layer
+(:mod:`perception.audiollm.whisper_layers`; entries written before are completed on first read).
 Entries are ``.npz`` files keyed by the clip's content (SHA-1 of its bytes) and transcript and by the
 extractor's signature, so changing the encoder never mixes features and a copied corpus reuses them.
 ``whisper-hf`` / ``hf`` configurations cache log-mel / waveforms instead (their towers run inside torch).
@@ -23,6 +25,7 @@ from tqdm import tqdm
 
 from perception.audio import file_digest
 from perception.audiollm.configuration import DualEncoderConfig
+from perception.audiollm.processing import utterance_features
 from perception.finetune.datasets import Clip
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,14 @@ class ClipFeatures:
     cues: dict[str, float]  # raw cue values (perception.acoustics.CUES), not yet z-scored
     transcript: str
     acoustic: np.ndarray | None = None  # (88,) eGeMAPSv02 functionals, not yet normalised
+    layers: np.ndarray | None = None  # (n_blocks + 1, 2 * C) pooled states of every Whisper encoder layer
+    # the aux head's input as the config reads it (processing.utterance_features), set by FeatureCache.get
+    utterance: np.ndarray | None = None
+
+    def head_input(self) -> np.ndarray | None:
+        """The aux head's utterance input: as :meth:`FeatureCache.get` composed it for the model's config,
+        else the functionals as they are."""
+        return self.utterance if self.utterance is not None else self.acoustic
 
 
 Extractor = Callable[[Clip], ClipFeatures]
@@ -53,6 +64,11 @@ class WhisperFeatureExtractor:
         )
         self.analyzer = AcousticAnalyzer()
         self.hf_mel = None
+        self.layer_stats = None
+        if config.semantic.pooled_layers:
+            from perception.audiollm.whisper_layers import WhisperLayerStats
+
+            self.layer_stats = WhisperLayerStats.for_whisper(config.semantic.name, None, cache_dir)
         if config.semantic.kind == "whisper-hf":  # its own mel (large-v3: 128 bins)
             from transformers import WhisperFeatureExtractor as HFMel
 
@@ -75,7 +91,22 @@ class WhisperFeatureExtractor:
         transcript = clip.transcript or self.asr.transcribe(audio)
         measurement = self.analyzer.measure(audio)
         acoustic = measurement.functionals.astype(np.float32)
-        return ClipFeatures(semantic, paralinguistic, measurement.cues(transcript), transcript, acoustic)
+        features = ClipFeatures(semantic, paralinguistic, measurement.cues(transcript), transcript, acoustic)
+        if self.layer_stats is not None:
+            features.layers = self.layer_stats.stats(semantic if self.hf_mel is not None else mel)
+        return features
+
+    def layers(self, clip: Clip, features: ClipFeatures) -> np.ndarray:
+        """Pooled states of every encoder layer (to complete cache entries written without them)."""
+        if self.layer_stats is None:
+            raise ValueError("this extractor's config pools no encoder layers")
+        if self.hf_mel is not None:
+            mel = features.semantic  # whisper-hf caches its own log-mel
+        elif self.config.paralinguistic.kind == "mel-cnn":
+            mel = features.paralinguistic  # the same log-mel
+        else:
+            mel = self.asr.mel(clip_audio(clip))
+        return self.layer_stats.stats(mel)
 
     def acoustic(self, clip: Clip) -> np.ndarray:
         """The clip's eGeMAPS functionals alone (to complete cache entries written without them)."""
@@ -103,6 +134,7 @@ class FeatureCache:
         signature = signature or getattr(extractor, "signature", "custom")
         self.root = Path(root) / "audiollm-features" / hashlib.sha1(signature.encode()).hexdigest()[:12]
         self.extractor = extractor
+        self.config: DualEncoderConfig | None = getattr(extractor, "config", None)
 
     def key(self, clip: Clip) -> Path:
         raw = f"{file_digest(clip.path)}|{clip.transcript or ''}"
@@ -121,15 +153,29 @@ class FeatureCache:
                     meta["cues"],
                     meta["transcript"],
                     data["acoustic"].astype(np.float32) if "acoustic" in data.files else None,
+                    data["layers"].astype(np.float32) if "layers" in data.files else None,
                 )
+            changed = False
             complete = getattr(self.extractor, "acoustic", None)
             if features.acoustic is None and complete is not None:  # an entry from before they were kept
-                features.acoustic = complete(clip)
+                features.acoustic, changed = complete(clip), True
+            if features.layers is None and self._needs_layers:
+                features.layers, changed = self.extractor.layers(clip, features), True
+            if changed:
                 self._save(path, features)
-            return features
-        features = self.extractor(clip)
-        self._save(path, features)
+        else:
+            features = self.extractor(clip)
+            self._save(path, features)
+        if self.config is None:  # an extractor without a model config: the functionals as they are
+            features.utterance = features.acoustic
+        else:
+            rows = features.layers[self.config.semantic.pooled_layers] if self._needs_layers else None
+            features.utterance = utterance_features(self.config, features.acoustic, rows)
         return features
+
+    @property
+    def _needs_layers(self) -> bool:
+        return bool(self.config is not None and self.config.semantic.pooled_layers)
 
     @staticmethod
     def _save(path: Path, features: ClipFeatures) -> None:
@@ -142,6 +188,8 @@ class FeatureCache:
         }
         if features.acoustic is not None:
             arrays["acoustic"] = features.acoustic.astype(np.float32)  # openSMILE values span decades
+        if features.layers is not None:
+            arrays["layers"] = features.layers.astype(np.float32)
         np.savez(tmp, **arrays)
         tmp.replace(path)
 
@@ -152,7 +200,7 @@ class FeatureCache:
 
         usable: list[Clip] = []
         for clip in tqdm(list(clips), desc="features", unit="clip", disable=not progress):
-            if not self.key(clip).is_file():
+            if not self.key(clip).is_file() or self._needs_layers:  # missing, or pooled layers to complete
                 try:
                     self.get(clip)
                 except AudioError as exc:

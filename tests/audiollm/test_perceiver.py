@@ -277,6 +277,7 @@ def test_a_run_whose_whisper_is_not_the_asr_model_reads_its_own_log_mel() -> Non
     """Under a 128-bin ASR model (large-v3) a tiny.en run still gets tiny.en's 80-bin log-mel and states."""
     from perception.asr import AsrResult
     from perception.audiollm.perceiver import WhisperTurnFeatures
+    from perception.audiollm.whisper_layers import WhisperLayerStats
 
     class FakeWhisper:
         def __init__(self, n_mels: int, width: int) -> None:
@@ -295,8 +296,11 @@ def test_a_run_whose_whisper_is_not_the_asr_model_reads_its_own_log_mel() -> Non
 
     features = object.__new__(WhisperTurnFeatures)
     features.asr, features.encoder, features.mel_input = FakeWhisper(128, 1280), FakeWhisper(80, 384), True
+    features.layer_stats = WhisperLayerStats.for_whisper("tiny.en", [2])  # reads the same 80-bin log-mel
     turn = features(np.zeros(16_000, dtype=np.float32))
     assert turn.paralinguistic.shape == (80, 100) and turn.semantic.shape == (50, 384)
     assert turn.transcript == "hello"
+    assert turn.layers.shape == (1, 768) and "layers" in turn.timings_ms
+    features.layer_stats = None
     features.encoder = features.asr  # the same Whisper: its pass is reused
     assert features(np.zeros(16_000, dtype=np.float32)).paralinguistic.shape == (128, 100)
