@@ -44,15 +44,15 @@ def whisper_sized_config(lm_dir: Path):
     )
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_lm_dir) -> Path:
+def train_tiny_run(out: Path, lm_dir: Path, pooled_layers: list[int] | None = None) -> Path:
     """A two-step run of the trainer on random features; returns its ``final/`` folder."""
     import torch
 
     torch.manual_seed(0)
-    config = whisper_sized_config(tiny_lm_dir)
+    config = whisper_sized_config(lm_dir)
+    config.semantic.pooled_layers = list(pooled_layers or [])
     processor = DualEncoderProcessor(config, make_tokenizer())
-    model = DualEncoderForEmotionReasoning(config, load_lm(tiny_lm_dir))
+    model = DualEncoderForEmotionReasoning(config, load_lm(lm_dir))
     rng = np.random.default_rng(0)
     clips, feats = [], []
     for i, label in enumerate(["angry", "sad", "happy", "neutral"]):
@@ -62,8 +62,10 @@ def run_dir(tmp_path_factory, tiny_lm_dir) -> Path:
         clips.append(Clip(Path(f"{i}.wav"), label, "kids are talking by the door", speaker=f"s{i % 2}"))
         acoustic = rng.standard_normal(88).astype(np.float32)
         feats.append(ClipFeatures(sem, mel, cues, "kids are talking by the door", acoustic))
+        if pooled_layers:  # the aux head's input as the feature cache composes it
+            layers = rng.standard_normal((len(pooled_layers), 768)).astype(np.float32)
+            feats[-1].utterance = np.concatenate([acoustic, layers.reshape(-1)])
     pools, _ = build_items(clips, feats, TemplateTeacher(), LABELS)
-    out = tmp_path_factory.mktemp("run") / "tiny-run"
     normalizer = SpeakerNormalizer.from_pools(config, pools)
     normalizer.norms.save(out)  # as `emo-agent train` does: the run folder's feature_norms.json
     cfg = TrainConfig(
@@ -71,6 +73,11 @@ def run_dir(tmp_path_factory, tiny_lm_dir) -> Path:
     )
     Trainer(model, BatchSampler(pools, processor, normalizer=normalizer, augment=True), cfg).train()
     return out / "final"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_lm_dir) -> Path:
+    return train_tiny_run(tmp_path_factory.mktemp("run") / "tiny-run", tiny_lm_dir)
 
 
 @pytest.fixture(scope="module")
@@ -304,3 +311,21 @@ def test_a_run_whose_whisper_is_not_the_asr_model_reads_its_own_log_mel() -> Non
     features.layer_stats = None
     features.encoder = features.asr  # the same Whisper: its pass is reused
     assert features(np.zeros(16_000, dtype=np.float32)).paralinguistic.shape == (128, 100)
+
+
+def test_a_run_reading_pooled_whisper_layers_hears_them(tmp_path, tiny_lm_dir, audio, monkeypatch) -> None:
+    """The perceiver pools tiny.en's second block over the turn and the aux head reads it."""
+    folder = train_tiny_run(tmp_path / "layers-run", tiny_lm_dir, pooled_layers=[2])
+    perceiver = AudioLLMPerceiver(run_dir=folder, max_new_tokens=0, warmup=False)
+    assert perceiver.model.config.utterance_size == 88 + 768
+    seen = []
+    scores = perceiver.scores
+    monkeypatch.setattr(perceiver, "scores", lambda turn: seen.append(turn.acoustic) or scores(turn))
+    perception = perceiver.perceive(audio)
+    assert "layers" in perception.timings_ms
+    assert sum(perception.emotion.scores.values()) == pytest.approx(1.0, abs=1e-6)
+    assert perceiver.model.aux_head[0].num_features == 2 * (384 + 32) + 88 + 768
+    monkeypatch.setattr(perceiver.features.layer_stats, "stats", lambda mel: np.zeros((1, 768), np.float32))
+    perceiver.perceive(audio)
+    assert seen[0].shape == seen[1].shape == (88 + 768,)
+    assert np.allclose(seen[0][:88], seen[1][:88]) and not np.allclose(seen[0][88:], seen[1][88:])
