@@ -10,6 +10,9 @@ Prints, side by side, and writes ``bench/results/audiollm.json``:
   regression, and eGeMAPS + mean/std-pooled Whisper tiny.en states + logistic regression (the previous
   estimator's recipe), each per clip and with the same per-speaker running normalisation the AudioLLM
   uses (a speaker's clips in conversation order, each against the ones before it);
+* **encoder probes**: the same speaker-normalised logistic regression over the AudioLLM feature cache's
+  pooled Whisper tiny.en layers (0: the first block's input, 1-4: each block's output, final: after the
+  last layer norm), alone and with eGeMAPS: where in the encoder emotion is clearest;
 * **each AudioLLM run** (``--run NAME=FOLDER``, default: the shipped one) on every held-out clip from the
   feature cache: its own scores (the config's ``score_source``), and the label-token likelihoods of the LM
   on ``--lm-limit`` of them;
@@ -97,6 +100,40 @@ def classical_baselines(rows, held_out: set[str]) -> dict[str, dict]:
             pred = model.predict(x[test])
             out[f"{name}/{norm}"] = score([LABELS[i] for i in data.y[test]], [LABELS[i] for i in pred])
     out["_n"] = int(test.sum())
+    return out
+
+
+def encoder_probes(rows, held_out: set[str]) -> dict[str, dict]:
+    """Speaker-normalised logistic regressions over pooled tiny.en layers (the feature cache's, every
+    clip of ``rows``) and eGeMAPS, trained without the held-out actors."""
+    from agent.config import default_cache_dir
+    from perception.audiollm import DualEncoderConfig, SemanticEncoderConfig
+    from perception.finetune.datasets import Clip
+    from perception.finetune.features import FeatureCache, WhisperFeatureExtractor
+    from perception.train_classical import fit
+
+    config = DualEncoderConfig(semantic=SemanticEncoderConfig(pooled_layers=[2]))
+    cache_dir = default_cache_dir()
+    cache = FeatureCache(cache_dir, WhisperFeatureExtractor(config, cache_dir))
+    clips = cache.warm([Clip(r.path, r.emotion, r.transcript, r.speaker, "crema-d") for r in rows])
+    feats = [cache.get(c) for c in clips]
+    speakers = np.array([c.speaker for c in clips])
+    y = np.array([LABELS.index(c.emotion) for c in clips])
+    test = np.isin(speakers, sorted(held_out))
+    egemaps = np.stack([f.acoustic for f in feats])
+    layers = np.stack([f.layers for f in feats])  # (N, 5, 768)
+    final = np.stack([np.concatenate([f.semantic.mean(0), f.semantic.std(0)]) for f in feats])
+    sets = {f"tiny.en layer {k}": layers[:, k] for k in range(layers.shape[1])}
+    sets["tiny.en final"] = final
+    sets["eGeMAPS + tiny.en final"] = np.hstack([egemaps, final])
+    sets["eGeMAPS + tiny.en layer 2"] = np.hstack([egemaps, layers[:, 2]])
+    sets["eGeMAPS + tiny.en layer 2 + final"] = np.hstack([egemaps, layers[:, 2], final])
+    out = {}
+    for name, x in sets.items():
+        x = running_speaker_norm(x.astype(np.float64), speakers)
+        model = fit(x[~test], y[~test], 0.01)
+        out[name] = score([LABELS[i] for i in y[test]], [LABELS[i] for i in model.predict(x[test])])
+        print(f"  probe {name}: UA {out[name]['ua']:.3f}", file=sys.stderr)
     return out
 
 
@@ -203,6 +240,7 @@ def main() -> int:
     parser.add_argument("--lm-limit", type=int, default=300, help="held-out clips scored by LM likelihood")
     parser.add_argument("--holdout-speakers", type=int, default=15)
     parser.add_argument("--no-classical-e2e", action="store_true")
+    parser.add_argument("--no-probes", action="store_true", help="skip the encoder layer probes")
     parser.add_argument(
         "--gen-limit",
         type=int,
@@ -223,6 +261,9 @@ def main() -> int:
 
     print("classical baselines (refit without the held-out actors) ...", file=sys.stderr)
     result["classical"] = classical_baselines(rows, held_out)
+    if not args.no_probes:
+        print("encoder probes (pooled tiny.en layers) ...", file=sys.stderr)
+        result["probes"] = encoder_probes(rows, held_out)
     result["audiollm"] = {}
     for name, folder in runs.items():
         print(f"AudioLLM run {name} ({folder}) ...", file=sys.stderr)
@@ -263,6 +304,8 @@ def _print(result: dict) -> None:
         ("egemaps_whisper_lr/speaker_norm", "eGeMAPS + Whisper LR, speaker-normalised"),
     ):
         line(name, c[key])
+    for name, s in result.get("probes", {}).items():
+        line(f"probe: {name}, speaker-normalised", s)
     for name, run in result["audiollm"].items():
         line(f"AudioLLM {name} ({run['score_source']} scores)", run["own_scores"])
         if "lm_label_likelihood" in run:

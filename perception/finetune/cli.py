@@ -295,7 +295,8 @@ def write_training_meta(
     out: Path, args: argparse.Namespace, clips, held_out, schedule, resume: bool = True
 ) -> Path:
     """``<out>/training.json``: the command, the data and the held-out speakers, so a run can be
-    reproduced and its evaluation kept to speakers it never heard. A run resumed from a checkpoint
+    reproduced and its evaluation kept to speakers it never heard; for a run started ``--init-from``
+    another, that run's path and record (``init_from``). A run resumed from a checkpoint
     keeps its ``started`` time and lists each resumption (``resumed``: time and global step)."""
     import platform
     import time
@@ -325,6 +326,13 @@ def write_training_meta(
         "started": now,
         "python": platform.python_version(),
     }
+    if getattr(args, "init_from", None):  # where its weights started: that run's own record, nested
+        source = _init_folder(args.init_from)
+        meta["init_from"] = {"path": str(source)}
+        for folder in (source, source.parent):
+            if (folder / TRAINING_META).is_file():
+                meta["init_from"]["training"] = json.loads((folder / TRAINING_META).read_text())
+                break
     path = out / TRAINING_META
     if resume and path.is_file() and (checkpoint := latest_checkpoint(out)) is not None:
         # the run goes on from a checkpoint: keep when it started and note where each invocation resumed

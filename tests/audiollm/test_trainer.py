@@ -183,3 +183,33 @@ def test_training_record_keeps_its_start_when_a_run_resumes(tmp_path) -> None:
     assert [r["step"] for r in second["resumed"]] == [7] and second["resumed"][0]["at"].endswith("Z")
     write_training_meta(out, args, clips, [], schedule_from_args(args), resume=False)  # --no-resume
     assert json.loads((out / TRAINING_META).read_text())["started"] != "2026-01-01T00:00:00Z"
+
+
+def test_a_run_started_from_another_records_where_its_weights_came_from(tmp_path, capsys) -> None:
+    import argparse
+
+    from perception.finetune.cli import (
+        TRAINING_META,
+        add_train_parser,
+        schedule_from_args,
+        write_training_meta,
+    )
+
+    source = tmp_path / "source"
+    (source / "final").mkdir(parents=True)
+    (source / "final" / "trainable.safetensors").write_bytes(b"")
+    (source / TRAINING_META).write_text(json.dumps({"command": "emo-agent train --out source"}))
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    out = tmp_path / "run"
+    out.mkdir()
+    args = parser.parse_args(["train", "--out", str(out), "--init-from", str(source), "--pooled-layers", "2"])
+    write_training_meta(out, args, [], [], schedule_from_args(args))
+    record = json.loads((out / TRAINING_META).read_text())
+    assert record["init_from"]["path"] == str(source / "final")  # the run folder's final model
+    assert record["init_from"]["training"]["command"] == "emo-agent train --out source"
+    from perception.finetune.cli import main
+
+    assert main(["--out", str(out), "--data", "crema-d=/x", "--init-from", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "--init-from" in err and "no trained weights" in err

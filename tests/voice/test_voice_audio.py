@@ -111,8 +111,10 @@ def test_sentence_cases(pieces: list[str], expected: list[str]) -> None:
             ["I'm sorry to hear that you're feeling this way,", "and I want to help.", "Tell me, more."],
         ),
         (["Oh, dear. It sounds hard, doesn't it? Yes"], ["Oh, dear.", "It sounds hard, doesn't it?", "Yes"]),
-        (["It costs 3,000 dollars a year for the plan — more or less. Ok"],
-         ["It costs 3,000 dollars a year for the plan —", "more or less.", "Ok"]),
+        (
+            ["It costs 3,000 dollars a year for the plan — more or less. Ok"],
+            ["It costs 3,000 dollars a year for the plan —", "more or less.", "Ok"],
+        ),
         (["A clause that is long enough,"], ["A clause that is long enough,"]),  # next word unknown yet
     ],
 )
