@@ -120,6 +120,10 @@ class DualEncoderConfig:
     # 0: the head is linear over the mean of all audio tokens. > 0: an MLP of this width over the mean and
     # standard deviation of each stream's tokens (how a voice varies over the turn carries emotion too).
     aux_hidden: int = 256
+    # MLP heads initialised independently and trained side by side on the same batches, each with its own
+    # loss; the scores are their mean probability. Averaging heads evens out how one initialisation happens
+    # to fit the training speakers (>1 needs aux_hidden > 0).
+    aux_heads: int = 1
     # Utterance-level acoustic descriptors the MLP aux head reads besides the towers' pooled states: the
     # openSMILE eGeMAPSv02 functionals (88 values: pitch, loudness, voice quality, spectral balance,
     # rhythm) the perceiver measures for its evidence anyway, speaker-normalised like the streams.

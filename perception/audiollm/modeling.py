@@ -15,6 +15,7 @@ Saving writes only what training changes (adapters, paralinguistic tower, LoRA, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,14 +84,46 @@ def _build_aux_head(config: DualEncoderConfig, hidden: int, tower_widths: tuple[
     if not config.aux_hidden:
         return nn.Linear(hidden, len(config.labels))
     width = 2 * sum(tower_widths) + config.utterance_size
-    return nn.Sequential(
-        nn.BatchNorm1d(width),
-        nn.Dropout(0.2),
-        nn.Linear(width, config.aux_hidden),
-        nn.GELU(),
-        nn.Dropout(0.5),
-        nn.Linear(config.aux_hidden, len(config.labels)),
-    )
+
+    def mlp() -> nn.Module:
+        return nn.Sequential(
+            nn.BatchNorm1d(width),
+            nn.Dropout(0.2),
+            nn.Linear(width, config.aux_hidden),
+            nn.GELU(),
+            nn.Dropout(0.5),
+            nn.Linear(config.aux_hidden, len(config.labels)),
+        )
+
+    if config.aux_heads > 1:
+        return AuxHeadEnsemble([mlp() for _ in range(config.aux_heads)])
+    return mlp()
+
+
+class AuxHeadEnsemble(nn.Module):
+    """``config.aux_heads`` heads over the same input. In training mode the logits of every head,
+    ``(K, B, n_labels)``, so each is fitted with its own loss (:func:`aux_cross_entropy`); otherwise the log
+    of their mean probability, ``(B, n_labels)``, whose softmax is the ensemble's distribution."""
+
+    def __init__(self, heads: list[nn.Module]) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.stack([head(x) for head in self.heads])  # (K, B, n)
+        if self.training:
+            return logits
+        return torch.logsumexp(F.log_softmax(logits.float(), dim=-1), dim=0) - math.log(len(self.heads))
+
+
+def aux_cross_entropy(aux_logits: torch.Tensor, emotion_labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the aux head: for an ensemble in training, ``(K, B, n)``, the mean of its heads'."""
+    if aux_logits.dim() == 3:
+        k = aux_logits.shape[0]
+        return F.cross_entropy(
+            aux_logits.float().flatten(0, 1), emotion_labels.repeat(k), ignore_index=IGNORE_INDEX
+        )
+    return F.cross_entropy(aux_logits.float(), emotion_labels, ignore_index=IGNORE_INDEX)
 
 
 class DualEncoderForEmotionReasoning(nn.Module):
@@ -348,7 +381,7 @@ class DualEncoderForEmotionReasoning(nn.Module):
         if aux_only:
             if aux_logits is None or emotion_labels is None:
                 raise ValueError("aux_only needs a model with an aux head and emotion_labels")
-            loss = F.cross_entropy(aux_logits.float(), emotion_labels, ignore_index=IGNORE_INDEX)
+            loss = aux_cross_entropy(aux_logits, emotion_labels)
             return DualEncoderOutput(aux_logits, loss, aux_logits, counts)
         embeds = self.merge_audio(input_ids, audio)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: same positions
@@ -363,7 +396,7 @@ class DualEncoderForEmotionReasoning(nn.Module):
                 ignore_index=IGNORE_INDEX,
             )
             if aux_logits is not None and emotion_labels is not None and (emotion_labels >= 0).any():
-                aux = F.cross_entropy(aux_logits.float(), emotion_labels, ignore_index=IGNORE_INDEX)
+                aux = aux_cross_entropy(aux_logits, emotion_labels)
                 loss = loss + self.config.aux_loss_weight * aux
         return DualEncoderOutput(logits, loss, aux_logits, counts)
 

@@ -53,6 +53,13 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:  # argparse._SubPar
         metavar="I,J",
         help="Whisper encoder layers whose pooled states the aux head also reads (e.g. 2; 'none' for none)",
     )
+    p.add_argument(
+        "--aux-heads",
+        type=int,
+        default=None,
+        metavar="K",
+        help="aux heads trained side by side, their probabilities averaged (a new run's config)",
+    )
     p.add_argument("--schedule", default="alternating", choices=["alternating", "joint"])
     p.add_argument(
         "--steps", default="300,300,200", help="steps per phase (speech,emotion,joint); joint uses their sum"
@@ -168,6 +175,10 @@ def _run(args: argparse.Namespace) -> int:
         if args.pooled_layers is not None and not resuming:
             spec = args.pooled_layers.strip().lower()
             config.semantic.pooled_layers = [] if spec in ("", "none") else [int(i) for i in spec.split(",")]
+        if args.aux_heads is not None and not resuming:
+            if args.aux_heads < 1:
+                raise ValueError(f"--aux-heads must be at least 1, got {args.aux_heads}")
+            config.aux_heads = args.aux_heads
         schedule = schedule_from_args(args)
     except (OSError, ValueError, TypeError) as exc:
         raise PerceptionError(f"bad configuration: {exc}") from exc
@@ -224,6 +235,9 @@ def _run(args: argparse.Namespace) -> int:
         evaluator = HeldOutEvaluator(
             held_items, processor, args.batch_size, norms=normalizer.norms if normalizer else None
         )
+    import torch
+
+    torch.manual_seed(args.seed)  # the trained parts' initial weights and dropout: reproducible per seed
     model = DualEncoderForEmotionReasoning.from_config(config, cache_dir)
     if init_from is not None and (args.no_resume or latest_checkpoint(out) is None):  # a new run
         try:

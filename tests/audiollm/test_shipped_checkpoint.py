@@ -30,6 +30,13 @@ def test_the_shipped_run_is_small_complete_and_attributed() -> None:
     assert "CREMA-D" in attribution and "Open Database License" in attribution
     meta = json.loads((DEFAULT_RUN / "training.json").read_text())
     assert len(meta["held_out_speakers"]) == 15 and "emo-agent train" in meta["command"]
+    # the head reads tiny.en's pooled blocks 1-2; its weights started from the first stage's run, on record
+    config = json.loads((DEFAULT_RUN / "config.json").read_text())
+    assert config["semantic"]["pooled_layers"] == [1, 2]
+    assert (
+        "--init-from" in meta["command"]
+        and meta["init_from"]["training"]["held_out_speakers"] == (meta["held_out_speakers"])
+    )
 
 
 @pytest.fixture(scope="module")

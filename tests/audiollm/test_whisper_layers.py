@@ -171,3 +171,49 @@ def test_a_run_starts_from_another_runs_weights_with_a_wider_head(tiny_lm_dir) -
     save_file({"something.else": torch.zeros(3)}, str(unrelated / "trainable.safetensors"))
     with pytest.raises(ValueError, match="no tensor"):
         load_matching_weights(target, unrelated)
+
+
+def test_an_ensemble_of_aux_heads_trains_each_head_and_scores_their_mean(tiny_lm_dir) -> None:
+    import torch
+
+    from perception.audiollm import DualEncoderForEmotionReasoning, DualEncoderProcessor
+    from perception.audiollm.modeling import AuxHeadEnsemble, aux_cross_entropy
+    from tests.audiollm.conftest import load_lm, make_tokenizer, tiny_config
+
+    torch.manual_seed(0)
+    config = tiny_config(tiny_lm_dir, aux_heads=3)
+    processor = DualEncoderProcessor(config, make_tokenizer())
+    model = DualEncoderForEmotionReasoning(config, load_lm(tiny_lm_dir))
+    assert isinstance(model.aux_head, AuxHeadEnsemble) and len(model.aux_head.heads) == 3
+    rng = np.random.default_rng(0)
+    examples = [
+        processor.encode(
+            "emotion",
+            rng.standard_normal((20, 16)).astype(np.float32),
+            rng.standard_normal((8, 40)).astype(np.float32),
+            emotion=label,
+        )
+        for label in ("angry", "sad")
+    ]
+    batch = processor.collate(examples)
+    labels = batch.pop("emotion_labels")
+    model.train()
+    out = model(**batch, emotion_labels=labels, aux_only=True)
+    per_head = out.aux_logits  # (K, B, n) while training
+    assert per_head.shape == (3, 2, 6)
+    expected = torch.stack([torch.nn.functional.cross_entropy(per_head[k], labels) for k in range(3)]).mean()
+    assert torch.allclose(out.loss, expected, atol=1e-6)
+    out.loss.backward()
+    assert all(
+        h[-1].weight.grad is not None and h[-1].weight.grad.abs().sum() > 0 for h in model.aux_head.heads
+    )
+    model.eval()
+    batch.pop("labels", None)
+    seen = []
+    model.aux_head.register_forward_hook(lambda module, args, output: seen.append(args[0]))
+    probs = model.label_scores(**batch)
+    with torch.no_grad():
+        mean = torch.stack([h(seen[0]).softmax(-1) for h in model.aux_head.heads]).mean(0)
+    assert torch.allclose(probs, mean, atol=1e-5)  # the ensemble's distribution is its heads' mean
+    assert probs.shape == (2, 6) and torch.allclose(probs.sum(-1), torch.ones(2))
+    assert aux_cross_entropy(torch.zeros(2, 6), labels).item() == pytest.approx(np.log(6), abs=1e-5)
