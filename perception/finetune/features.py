@@ -69,6 +69,7 @@ class WhisperFeatureExtractor:
             from perception.audiollm.whisper_layers import WhisperLayerStats
 
             self.layer_stats = WhisperLayerStats.for_whisper(config.semantic.name, None, cache_dir)
+            WhisperLayerStats(self.layer_stats.encoder, config.semantic.pooled_layers)  # checks the range
         if config.semantic.kind == "whisper-hf":  # its own mel (large-v3: 128 bins)
             from transformers import WhisperFeatureExtractor as HFMel
 
