@@ -172,6 +172,7 @@ def audiollm_run(folder: Path, rows, held_out: set[str], lm_limit: int) -> dict:
         for c in clips
         for f in [cache.get(c)]
     ]
+    raw = items
     if config.speaker_norm:
         items = running_normalized(config, _load_feature_norms(folder), items)
     labels = tuple(config.labels)
@@ -184,6 +185,16 @@ def audiollm_run(folder: Path, rows, held_out: set[str], lm_limit: int) -> dict:
         "own_scores": own,
         "own_scores_s": round(own_s, 1),
     }
+    if config.speaker_norm:  # each actor's clips cut into conversations of a few turns
+        result["conversation_length_ua"] = {}
+        for length in (1, 4, 10):
+            chunked = running_normalized(
+                config, _load_feature_norms(folder), short_conversations(raw, length)
+            )
+            scores = classification_report(
+                [i.emotion for i in chunked], score_items(model, processor, chunked), labels
+            )
+            result["conversation_length_ua"][length] = scores["ua"]
     if lm_limit and config.score_source != "lm":
         picked = np.random.default_rng(0).choice(len(items), size=min(lm_limit, len(items)), replace=False)
         subset = [items[i] for i in sorted(picked)]
@@ -194,6 +205,20 @@ def audiollm_run(folder: Path, rows, held_out: set[str], lm_limit: int) -> dict:
         result["own_scores_same_subset"] = classification_report(truth, own_subset, labels)
         result["lm_label_likelihood"] = classification_report(truth, lm, labels)
     return result
+
+
+def short_conversations(items: list, length: int) -> list:
+    """The items with each speaker's clips, in conversation order, cut into conversations of ``length``
+    turns (the speaker key gets the conversation's number)."""
+    from dataclasses import replace
+
+    out = list(items)
+    seen: dict[str, int] = {}
+    for i in conversation_order([it.speaker for it in items]):
+        turn = seen.get(items[i].speaker, 0)
+        seen[items[i].speaker] = turn + 1
+        out[i] = replace(items[i], speaker=f"{items[i].speaker}#{turn // length}")
+    return out
 
 
 def end_to_end(settings: PerceptionSettings, sample) -> dict:
@@ -308,6 +333,8 @@ def _print(result: dict) -> None:
         line(f"probe: {name}, speaker-normalised", s)
     for name, run in result["audiollm"].items():
         line(f"AudioLLM {name} ({run['score_source']} scores)", run["own_scores"])
+        for length, ua in run.get("conversation_length_ua", {}).items():
+            print(f"  conversations of {length} turns: UA {ua:.3f}")
         if "lm_label_likelihood" in run:
             n = run["lm_label_likelihood"]["n"]
             line(f"  same, on {n} clips", run["own_scores_same_subset"])
