@@ -198,7 +198,10 @@ def _run(args: argparse.Namespace) -> int:
         clips += degraded_copies(clips, conditions, args.condition_copies, args.seed)
     except ValueError as exc:
         raise PerceptionError(str(exc)) from exc
-    cache = FeatureCache(cache_dir, WhisperFeatureExtractor(config, cache_dir))
+    try:
+        cache = FeatureCache(cache_dir, WhisperFeatureExtractor(config, cache_dir))
+    except ValueError as exc:  # e.g. pooled layers the encoder does not have
+        raise PerceptionError(f"bad configuration: {exc}") from exc
     clips = cache.warm(clips, progress=not args.no_progress)  # unusable audio is logged and left out
     pools, stats = prepare_items(
         clips, cache, build_teacher(args.teacher), tuple(config.labels), progress=not args.no_progress

@@ -213,3 +213,10 @@ def test_a_run_started_from_another_records_where_its_weights_came_from(tmp_path
     assert main(["--out", str(out), "--data", "crema-d=/x", "--init-from", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "--init-from" in err and "no trained weights" in err
+    # a layer tiny.en does not have: one line, before any training
+    clip = tmp_path / "c" / "1001_DFA_ANG_XX.wav"
+    clip.parent.mkdir()
+    clip.write_bytes(b"")
+    argv = ["--out", str(tmp_path / "r2"), "--data", f"crema-d={clip.parent}", "--pooled-layers", "9"]
+    assert main(argv) == 2
+    assert "pooled layers must be in 0..4" in capsys.readouterr().err
