@@ -173,8 +173,9 @@ def audiollm_run(folder: Path, rows, held_out: set[str], lm_limit: int) -> dict:
         for f in [cache.get(c)]
     ]
     raw = items
+    norms = _load_feature_norms(folder) if config.speaker_norm else None
     if config.speaker_norm:
-        items = running_normalized(config, _load_feature_norms(folder), items)
+        items = running_normalized(config, norms, items)
     labels = tuple(config.labels)
     started = time.perf_counter()
     own = classification_report([i.emotion for i in items], score_items(model, processor, items), labels)
@@ -188,9 +189,7 @@ def audiollm_run(folder: Path, rows, held_out: set[str], lm_limit: int) -> dict:
     if config.speaker_norm:  # each actor's clips cut into conversations of a few turns
         result["conversation_length_ua"] = {}
         for length in (1, 4, 10):
-            chunked = running_normalized(
-                config, _load_feature_norms(folder), short_conversations(raw, length)
-            )
+            chunked = running_normalized(config, norms, short_conversations(raw, length))
             scores = classification_report(
                 [i.emotion for i in chunked], score_items(model, processor, chunked), labels
             )

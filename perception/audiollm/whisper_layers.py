@@ -1,12 +1,13 @@
 """Pooled states of a Whisper encoder's intermediate layers, for the aux head.
 
 Emotion is heard best part-way up Whisper's encoder, before the last blocks specialise in what the decoder
-needs to write words. On CREMA-D actors held out from training, a logistic regression over speaker-normalised
-mean + std pooled states reaches UA 0.770 from tiny.en's second block and 0.725 from its final layer
-(docs/audiollm.md, "Where it falls short"). The CTranslate2 runtime that decodes speech returns the final
-layer only, so the blocks up to the deepest layer asked for run again in torch, from the same weights:
-:func:`read_ctranslate2` reads the CTranslate2 ``model.bin`` and :func:`encoder_from_ctranslate2` loads it
-into transformers' ``WhisperEncoder``. A ``whisper-hf`` run's own encoder serves the same way.
+needs to write words. On CREMA-D actors held out from training, a logistic regression over
+speaker-normalised mean + std pooled states reaches UA 0.769 from tiny.en's second block and 0.725 from its
+final layer (``python -m bench.audiollm``; docs/audiollm.md, "How the figure was reached"). The CTranslate2
+runtime that decodes speech returns the final layer only, so the blocks up to the deepest layer asked for
+run again in torch, from the same weights: :func:`read_ctranslate2` reads the CTranslate2 ``model.bin`` and
+:func:`encoder_from_ctranslate2` loads it into transformers' ``WhisperEncoder``. A ``whisper-hf`` run's own
+encoder serves the same way.
 
 Layer ``0`` is the input of the first block (convolutions + positions), layer ``k`` the output of block
 ``k``. Pooling is over the turn's frames: the mean, then the standard deviation, per dimension.

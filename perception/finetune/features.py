@@ -167,12 +167,19 @@ class FeatureCache:
         else:
             features = self.extractor(clip)
             self._save(path, features)
-        if self.config is None:  # an extractor without a model config: the functionals as they are
-            features.utterance = features.acoustic
-        else:
+        if self.config is not None:  # else head_input() gives the functionals as they are
             rows = features.layers[self.config.semantic.pooled_layers] if self._needs_layers else None
             features.utterance = utterance_features(self.config, features.acoustic, rows)
         return features
+
+    def _complete(self, path: Path) -> bool:
+        """Whether the entry exists with everything this config reads (pooled layers included)."""
+        if not path.is_file():
+            return False
+        if not self._needs_layers:
+            return True
+        with np.load(path, allow_pickle=False) as data:  # reads the archive's index, not its arrays
+            return "layers" in data.files
 
     @property
     def _needs_layers(self) -> bool:
@@ -201,7 +208,7 @@ class FeatureCache:
 
         usable: list[Clip] = []
         for clip in tqdm(list(clips), desc="features", unit="clip", disable=not progress):
-            if not self.key(clip).is_file() or self._needs_layers:  # missing, or pooled layers to complete
+            if not self._complete(self.key(clip)):
                 try:
                     self.get(clip)
                 except AudioError as exc:

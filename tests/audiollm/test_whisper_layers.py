@@ -62,7 +62,7 @@ def test_torch_encoder_reproduces_the_ctranslate2_states(tiny_whisper, speech, a
         ours = enc.layer_norm(x)[0].numpy()
     n = min(len(ours), len(reference))
     assert np.abs(ours[:n] - reference[:n]).max() < 0.05
-    # the pooled final block is the mean of those states before the layer norm: sanity of the row layout
+    # one row per layer, 0..4, each the mean then the std of that layer's states
     stats = all_layers.stats(mel)
     assert stats.shape == (5, 768) and np.isfinite(stats).all()
     assert not np.allclose(stats[2], stats[4])  # layers differ
@@ -135,7 +135,9 @@ def test_feature_cache_completes_pooled_layers_and_composes_the_head_input(tmp_p
     first = plain.get(clip)  # written by a config without pooled layers
     assert first.layers is None and first.head_input().shape == (88,)
     cache = FeatureCache(tmp_path / "cache", Extractor(config))
-    got = cache.get(clip)  # completed once, then read back
+    assert cache.warm([clip], progress=False) == [clip] and len(calls) == 1  # warming completes the entry
+    assert cache.warm([clip], progress=False) == [clip] and len(calls) == 1  # complete now: not read again
+    got = cache.get(clip)  # read back, complete
     assert got.head_input().shape == (88 + 8,) and (got.head_input()[88:] == 1).all()
     assert cache.get(clip).layers.shape == (3, 8) and len(calls) == 1
 
