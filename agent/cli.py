@@ -93,8 +93,8 @@ def cmd_perceive(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from agent.evaluation import ManifestError, evaluate, format_report, read_manifest
     from perception.base import PerceptionError
+    from perception.evaluation import ManifestError, evaluate, format_report, read_manifest
     from perception.registry import build_perceiver
 
     out = _writable(args.out)  # checked before the run, so a long evaluation is never lost

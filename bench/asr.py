@@ -29,9 +29,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent.evaluation import read_manifest, word_error_rate  # noqa: E402
 from bench.perception import DEFAULT_MANIFEST, held_out_sample  # noqa: E402
 from perception.asr import MAX_COMPRESSION_RATIO, WhisperASR, _compression_ratio  # noqa: E402
+from perception.evaluation import read_manifest, word_error_rate  # noqa: E402
 
 MODES = ("padded", "spliced", "compact")
 

@@ -40,14 +40,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.config import PerceptionSettings, Settings  # noqa: E402
-from agent.evaluation import (  # noqa: E402
+from bench.perception import DEFAULT_MANIFEST, N_EGEMAPS, held_out_sample  # noqa: E402
+from perception.evaluation import (  # noqa: E402
     confusion_matrix,
     conversation_order,
     evaluate,
     metrics_from_confusion,
     read_manifest,
 )
-from bench.perception import DEFAULT_MANIFEST, N_EGEMAPS, held_out_sample  # noqa: E402
 from perception.types import LABELS  # noqa: E402
 
 

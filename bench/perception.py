@@ -29,13 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.config import Settings  # noqa: E402
-from agent.evaluation import (  # noqa: E402
+from perception.estimator import ClassicalEstimator  # noqa: E402
+from perception.evaluation import (  # noqa: E402
     confusion_matrix,
     metrics_from_confusion,
     read_manifest,
     word_error_rate,
 )
-from perception.estimator import ClassicalEstimator  # noqa: E402
 from perception.train_classical import CLEAN, extract_all, fit, load_dataset  # noqa: E402
 from perception.types import LABELS  # noqa: E402
 

@@ -27,9 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.config import PerceptionSettings  # noqa: E402
-from agent.evaluation import evaluate, read_manifest  # noqa: E402
 from bench.perception import DEFAULT_MANIFEST, held_out_sample  # noqa: E402
 from perception.degradations import CONDITIONS, degrade  # noqa: E402
+from perception.evaluation import evaluate, read_manifest  # noqa: E402
 
 
 def degraded_rows(rows, condition: str, folder: Path, seed: int = 0):

@@ -23,7 +23,7 @@ class DialogueContext:
     """Per-run configuration of :data:`dialogue.graph.builder`."""
 
     llm: BaseChatModel | None = None
-    """The chat model that writes replies. ``None`` builds the default from ``agent.config.Settings()``."""
+    """The chat model that writes replies. ``None``: the bundled local model with the default settings."""
     persona: str = prompts.DEFAULT_PERSONA
     """Who the assistant is; the first paragraph of every system prompt."""
     max_sentences: int | None = None

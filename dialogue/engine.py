@@ -29,7 +29,7 @@ from dialogue.context import DialogueContext
 from dialogue.events import PolicyChosen, ReplyDone, ReplyEvent, TextDelta
 from dialogue.extensions import Registry, load_extensions
 from dialogue.graph import build_graph
-from dialogue.llm import build_chat_model, preload
+from dialogue.llm import build_chat_model, dialogue_section, preload
 from dialogue.nodes import assistant_message_id, reply_limits
 from dialogue.policies import DEFAULT_POLICY, get_policy
 from dialogue.state import summarize_perception
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from langgraph.graph.state import CompiledStateGraph
 
-    from agent.config import Settings
+    from dialogue.config import DialogueSettings
     from perception.types import Perception
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class DialogueEngine:
     @classmethod
     async def create(
         cls,
-        settings: Settings,
+        settings: DialogueSettings | Any,
         redis_client: aioredis.Redis,
         *,
         llm: BaseChatModel | None = None,
@@ -70,23 +70,25 @@ class DialogueEngine:
         """Build the LLM (loading and warming up the local model in a worker thread) and compile the graph
         with a Redis checkpointer on ``redis_client`` (which stays owned by the caller).
 
-        Extensions: ``registry`` when given, else those named by ``settings.dialogue.extensions`` and, when
-        ``settings.dialogue.extension_entry_points``, installed entry points (:mod:`dialogue.extensions`).
+        ``settings`` is the dialogue section (:class:`dialogue.config.DialogueSettings`), or a config tree
+        holding it as ``.dialogue`` with its ``.cache_dir``.
 
-        Session keys expire ``settings.dialogue.session_ttl_s`` seconds after their last write (0: never).
+        Extensions: ``registry`` when given, else those named by ``settings.extensions`` and, when
+        ``settings.extension_entry_points``, installed entry points (:mod:`dialogue.extensions`).
+
+        Session keys expire ``settings.session_ttl_s`` seconds after their last write (0: never).
         """
+        dialogue, cache_dir = dialogue_section(settings)
         if registry is None:
-            registry = load_extensions(
-                settings.dialogue.extensions, use_entry_points=settings.dialogue.extension_entry_points
-            )
-        llm = llm or build_chat_model(settings)
+            registry = load_extensions(dialogue.extensions, use_entry_points=dialogue.extension_entry_points)
+        llm = llm or build_chat_model(dialogue, cache_dir)
         await asyncio.to_thread(preload, llm)
-        ttl = settings.dialogue.session_ttl_s or None
+        ttl = dialogue.session_ttl_s or None
         saver = AsyncRedisSaver(client=redis_client, ttl=ttl, prefix=key_prefix)
         context = DialogueContext(
             llm=llm,
-            max_new_tokens=settings.dialogue.max_new_tokens,
-            history_turns=settings.dialogue.history_turns,
+            max_new_tokens=dialogue.max_new_tokens,
+            history_turns=dialogue.history_turns,
             rules=tuple(registry.rules),
         )
         return cls(build_graph(saver, registry), context)

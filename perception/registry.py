@@ -1,4 +1,5 @@
-"""Name → factory registry of perception backends, chosen by ``EMO_PERCEPTION__ESTIMATOR``.
+"""Name → factory registry of perception backends, chosen by ``PerceptionSettings.estimator``
+(``EMO_PERCEPTION__ESTIMATOR`` in the agent's config tree).
 
     from perception.registry import build_perceiver, register_perceiver
     register_perceiver("audiollm", lambda settings: AudioLLMPerceiver(settings))
@@ -15,8 +16,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from agent.config import PerceptionSettings
 from perception.base import Perceiver, PerceptionError
+from perception.config import PerceptionSettings
 
 PerceiverFactory = Callable[[PerceptionSettings], Perceiver]
 
@@ -41,12 +42,10 @@ def known_perceivers() -> list[str]:
 
 
 def build_perceiver(settings: PerceptionSettings | None = None) -> Perceiver:
-    """The perceiver named by ``settings.estimator`` (default: the environment's ``EMO_PERCEPTION__*``
-    settings); :class:`PerceptionError` for an unknown name."""
+    """The perceiver named by ``settings.estimator`` (default: :class:`PerceptionSettings`' defaults; the
+    agent passes the ``EMO_PERCEPTION__*`` section); :class:`PerceptionError` for an unknown name."""
     if settings is None:
-        from agent.config import Settings
-
-        settings = Settings().perception
+        settings = PerceptionSettings()
     key = settings.estimator.strip().lower()
     with _LOCK:
         factory = _REGISTRY.get(key)

@@ -156,7 +156,7 @@ def fit(x: np.ndarray, y: np.ndarray, c: float):
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    from agent.evaluation import confusion_matrix, metrics_from_confusion
+    from perception.evaluation import confusion_matrix, metrics_from_confusion
 
     cm = confusion_matrix([LABELS[i] for i in y_true], [LABELS[i] for i in y_pred])
     return {k: round(v, 4) for k, v in metrics_from_confusion(cm).items()}
@@ -200,9 +200,9 @@ def save_asset(out: Path, model, norms, meta: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from agent.config import Settings
-    from agent.evaluation import read_manifest
     from perception.acoustics import CorpusNorms
+    from perception.config import default_cache_dir
+    from perception.evaluation import read_manifest
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -218,10 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--extract-only", action="store_true")
     parser.add_argument("--c", type=float, default=None, help="fix C instead of choosing it by grouped CV")
+    parser.add_argument(
+        "--cache-dir", default=str(default_cache_dir()), help="feature cache (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
 
     started = time.time()
-    cache_dir = Settings().cache_dir
+    cache_dir = Path(args.cache_dir)
     rows, skipped = read_manifest(args.manifest)
     if skipped:
         print(f"skipped labels: {dict(skipped)}", file=sys.stderr)

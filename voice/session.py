@@ -76,7 +76,7 @@ from voice.turns import (
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-    from agent.config import VoiceSettings
+    from voice.config import VoiceSettings
     from voice.tts import TTS
     from voice.vad import SileroVAD
 

@@ -26,7 +26,7 @@ import numpy as np
 from dialogue.events import Prosody
 
 if TYPE_CHECKING:
-    from agent.config import VoiceSettings
+    from voice.config import VoiceSettings
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 if TYPE_CHECKING:
-    from agent.config import VoiceSettings
+    from voice.config import VoiceSettings
 
 SAMPLE_RATE = 16_000
 CHUNK_SAMPLES = 512

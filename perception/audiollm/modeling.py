@@ -54,11 +54,11 @@ class DualEncoderOutput:
 
 
 def resolve_language_model(source: str, cache_dir: Path | None = None) -> str:
-    """Path or hub id of the LM: the bundled SmolLM2 is converted once by :mod:`dialogue.llm`."""
-    from dialogue.llm import BUNDLED_MODEL, convert_bundled_model
+    """Path or hub id of the LM: the bundled SmolLM2 is converted once by :mod:`perception.bundled_lm`."""
+    from perception.bundled_lm import BUNDLED_MODEL, convert_bundled_model
 
     if source == BUNDLED_MODEL:
-        from agent.config import default_cache_dir
+        from perception.config import default_cache_dir
 
         return str(convert_bundled_model(cache_dir or default_cache_dir()))
     return source

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agent.config import PerceptionSettings
 from perception.acoustics import AcousticAnalyzer, CorpusNorms, RunningBaseline, zscores
 from perception.audio import check_usable, to_mono_16k
 from perception.audiollm.checkpoint import WEIGHTS_NAME
@@ -38,6 +37,7 @@ from perception.audiollm.parsing import ParsedGeneration, parse_generation
 from perception.audiollm.processing import DualEncoderProcessor, reasoning_context, utterance_features
 from perception.audiollm.speaker_norm import FEATURE_NORMS_NAME, FeatureNorms, SpeakerFeatures
 from perception.base import SAMPLE_RATE, Perceiver, PerceptionError, SpeakerBaseline
+from perception.config import PerceptionSettings
 from perception.estimator import ClassicalEstimator, valence_arousal
 from perception.grounding import verify_item
 from perception.pipeline import ClassicalPerceiver

@@ -151,12 +151,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agent.config import default_cache_dir
     from perception.acoustics import CorpusNorms
     from perception.audiollm import DualEncoderConfig, DualEncoderForEmotionReasoning, DualEncoderProcessor
     from perception.audiollm.checkpoint import load_matching_weights
     from perception.audiollm.modeling import resolve_language_model
     from perception.audiollm.perceiver import NORMS_NAME
+    from perception.config import default_cache_dir
     from perception.finetune.data import BatchSampler, SpeakerNormalizer, prepare_items
     from perception.finetune.datasets import degraded_copies
     from perception.finetune.evaluation import HeldOutEvaluator, eval_items, holdout_speakers

@@ -4,7 +4,7 @@ Every loader returns ``(clips, skipped)``: :class:`Clip` records with canonical 
 :mod:`perception.types`) and a count of raw labels that have no canonical equivalent (reported, not
 guessed). Corpora:
 
-* manifest: the project's CSV (:func:`agent.evaluation.read_manifest`).
+* manifest: the project's CSV (:func:`perception.evaluation.read_manifest`).
 * CREMA-D: its ``manifest.csv`` when present, else file names ``1001_DFA_ANG_XX.wav`` (sentence codes map
   to the 12 fixed sentences).
 * RAVDESS: ``Actor_XX/03-01-EE-II-SS-RR-AA.wav`` (modality 03 = audio only; vocal channel 01 = speech,
@@ -75,7 +75,7 @@ Loaded = tuple[list[Clip], Counter[str]]
 
 
 def load_manifest(path: str | Path, corpus: str = "manifest") -> Loaded:
-    from agent.evaluation import read_manifest
+    from perception.evaluation import read_manifest
 
     rows, skipped = read_manifest(path)
     return [Clip(r.path, r.emotion, r.transcript, r.speaker, corpus) for r in rows], skipped

@@ -2,9 +2,9 @@
 
 Owns :class:`EvalItem` (a held-out clip's two feature streams and gold label), :func:`holdout_speakers`
 (an actor-held-out split of the training clips), :func:`score_items` and :class:`HeldOutEvaluator`, the
-callable the trainer runs every ``eval_every`` steps. Metrics come from :mod:`agent.evaluation`
-(:func:`~agent.evaluation.confusion_matrix`, :func:`~agent.evaluation.metrics_from_confusion`), the same
-code as ``emo-agent eval``.
+callable the trainer runs every ``eval_every`` steps. Metrics come from :mod:`perception.evaluation`
+(:func:`~perception.evaluation.confusion_matrix`, :func:`~perception.evaluation.metrics_from_confusion`),
+the same code as ``emo-agent eval``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.evaluation import confusion_matrix, conversation_order, metrics_from_confusion
 from perception.audiollm.configuration import DualEncoderConfig
 from perception.audiollm.modeling import DualEncoderForEmotionReasoning
 from perception.audiollm.processing import DualEncoderProcessor
 from perception.audiollm.speaker_norm import FeatureNorms, SpeakerFeatures
+from perception.evaluation import confusion_matrix, conversation_order, metrics_from_confusion
 from perception.finetune.datasets import Clip
 from perception.finetune.features import ClipFeatures
 

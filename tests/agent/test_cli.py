@@ -221,7 +221,7 @@ def test_out_into_a_missing_folder_fails_before_any_work(tmp_path: Path) -> None
 
 
 def test_manifest_rows_with_extra_fields_are_read(tmp_path: Path) -> None:
-    from agent.evaluation import read_manifest
+    from perception.evaluation import read_manifest
 
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,emotion\na.wav,anger,extra,fields\nb.wav,calm\nc.wav,sadness\n")

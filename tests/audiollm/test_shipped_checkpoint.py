@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from agent.config import PerceptionSettings
-from agent.evaluation import evaluate, read_manifest
 from perception.audiollm.perceiver import DEFAULT_RUN
+from perception.evaluation import evaluate, read_manifest
 from perception.types import LABELS, Perception
 
 pytestmark = pytest.mark.slow

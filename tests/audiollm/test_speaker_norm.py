@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.evaluation import conversation_order
 from perception.audiollm import DualEncoderConfig
 from perception.audiollm.speaker_norm import (
     FeatureNorms,
@@ -15,6 +14,7 @@ from perception.audiollm.speaker_norm import (
     normalize_clip,
     speaker_stats,
 )
+from perception.evaluation import conversation_order
 from perception.finetune.data import SpeakerNormalizer, TrainItem, augment_streams
 from perception.finetune.evaluation import EvalItem, running_normalized
 

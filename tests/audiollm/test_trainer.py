@@ -105,7 +105,7 @@ def test_eval_step_scores_held_out_clips_into_json(tmp_path, tiny, pools) -> Non
 
 
 def test_eval_metrics_are_the_eval_reports() -> None:
-    from agent.evaluation import confusion_matrix, metrics_from_confusion
+    from perception.evaluation import confusion_matrix, metrics_from_confusion
     from perception.finetune.evaluation import classification_report
 
     true, pred = ["angry", "angry", "sad", "happy"], ["angry", "sad", "sad", "angry"]

@@ -55,8 +55,8 @@ def test_spliced_decoding_matches_the_standard_padded_pass_on_real_speech() -> N
     clips = sorted((CREMA_D / "audio").glob("10[01]*_*.ogg"))[:12]
     if not clips:
         pytest.skip(f"CREMA-D not found at {CREMA_D} (expected beside the repository)")
-    from agent.evaluation import word_error_rate
     from perception.audio import load_audio
+    from perception.evaluation import word_error_rate
 
     spliced, standard = WhisperASR("tiny.en"), WhisperASR("tiny.en", spliced=False)
     audio = [load_audio(c) for c in clips]

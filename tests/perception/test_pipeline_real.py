@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.evaluation import read_manifest
 from perception.audio import load_audio
 from perception.base import AudioError
+from perception.evaluation import read_manifest
 from perception.grounding import verify
 from perception.types import LABELS, Perception
 

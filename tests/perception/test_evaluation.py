@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from agent.evaluation import (
+from perception.base import Perceiver, SpeakerBaseline
+from perception.evaluation import (
     ManifestError,
     confusion_matrix,
     evaluate,
@@ -18,7 +19,6 @@ from agent.evaluation import (
     read_manifest,
     word_error_rate,
 )
-from perception.base import Perceiver, SpeakerBaseline
 from perception.types import LABELS, Emotion, Evidence, Perception
 
 REPORT_KEYS = {

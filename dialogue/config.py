@@ -1,0 +1,35 @@
+"""The dialogue section of the configuration tree (``EMO_DIALOGUE__*``).
+
+A plain model: the dialogue package never reads the environment; ``agent.config.Settings`` composes this
+section into the one ``EMO_`` tree and passes it in.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class DialogueSettings(BaseModel):
+    """The LangGraph dialogue graph and its LLM."""
+
+    # "local": the bundled SmolLM2-135M-Instruct through transformers; "openai": any OpenAI-compatible
+    # endpoint (vLLM, Ollama, llama.cpp server) at ``openai_base_url``.
+    llm_backend: Literal["local", "openai"] = "local"
+    local_model: str = "smollm2-135m"
+    openai_base_url: str = "http://127.0.0.1:11434/v1"
+    openai_model: str = "llama3.2"
+    openai_api_key: str = "not-needed"
+    max_new_tokens: int = 60
+    temperature: float = 0.7
+    seed: int = 0
+    # Turns of history given to the LLM.
+    history_turns: int = 6
+    # Seconds a session's history lives in Redis after its last turn (0: forever).
+    session_ttl_s: int = 7 * 24 * 3600
+    # Dialogue extensions to load, as "module:function" (see docs/extending.md), e.g.
+    # EMO_DIALOGUE__EXTENSIONS='["examples.checkin:register"]'.
+    extensions: list[str] = Field(default_factory=list)
+    # Also load extensions that installed packages declare under the "emo_agent.dialogue" entry point group.
+    extension_entry_points: bool = True
