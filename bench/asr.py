@@ -13,6 +13,9 @@ Each runs on ``--limit`` single held-out clips (2-3 s) and on the same clips joi
 0.3 s gaps (8-9 s turns, several sentences). For each: WER, how many turns fell into a repetition loop
 (zlib ratio above 2.4, which the product then decodes again with faster-whisper's temperature fallback,
 not counted here) and the real-time factor of log-mel + encoder + greedy decoding on this machine.
+With ``--perception`` the same held-out clips also go through the whole default perceiver once per
+decoding (``EMO_PERCEPTION__ASR_SPLICED_PADDING`` false, then true), each speaker's clips as one
+conversation, as ``emo-agent eval`` runs them: the WER and the emotion UA that follow from each transcript.
 Writes ``bench/results/asr.json``.
 """
 
@@ -63,6 +66,21 @@ def run(asr: WhisperASR, turns: list[tuple[np.ndarray, str]], mode: str) -> dict
     }
 
 
+def perceive_both(rows) -> dict:
+    """The default perceiver's eval report (WER, UA, WA, macro-F1, RTF) with each decoding."""
+    from perception.config import PerceptionSettings
+    from perception.evaluation import evaluate
+    from perception.registry import build_perceiver
+
+    out = {}
+    for mode, spliced in (("standard", False), ("spliced", True)):
+        print(f"perceiver: {mode} ...", file=sys.stderr)
+        perceiver = build_perceiver(PerceptionSettings(asr_spliced_padding=spliced))
+        report = evaluate(perceiver, rows, progress=False)
+        out[mode] = {k: report[k] for k in ("n", "wer", "ua", "wa", "macro_f1", "rtf")}
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -72,6 +90,9 @@ def main() -> int:
     parser.add_argument("--holdout-speakers", type=int, default=15)
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "asr.json"))
+    parser.add_argument(
+        "--perception", action="store_true", help="also the default perceiver's WER and UA per decoding"
+    )
     args = parser.parse_args()
 
     from perception.audio import load_audio
@@ -99,6 +120,9 @@ def main() -> int:
             print(f"{name}: {mode} ...", file=sys.stderr)
             result[name][mode] = run(asr, turns, mode)
 
+    if args.perception:
+        result["perception"] = perceive_both(sample)
+
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for name in ("single clips", "three clips joined"):
@@ -107,6 +131,8 @@ def main() -> int:
         for mode in MODES:
             r = result[name][mode]
             print(f"  {mode:8s} WER {r['wer']:.3f}  loops {r['loops']:3d}  RTF {r['rtf']:.3f}")
+    for mode, r in result.get("perception", {}).items():
+        print(f"perceiver, {mode:8s} decoding: WER {r['wer']:.4f}  UA {r['ua']:.4f}  RTF {r['rtf']:.3f}")
     print(f"wrote {args.out}")
     return 0
 

@@ -36,6 +36,13 @@ def register_perceiver(name: str, factory: PerceiverFactory, *, replace: bool = 
         _REGISTRY[key] = factory
 
 
+def unregister_perceiver(name: str) -> PerceiverFactory | None:
+    """Remove ``name`` from the registry (e.g. a plugin unloading, a test cleaning up); returns its factory,
+    or ``None`` when it was not registered."""
+    with _LOCK:
+        return _REGISTRY.pop(name.strip().lower(), None)
+
+
 def known_perceivers() -> list[str]:
     with _LOCK:
         return sorted(_REGISTRY)

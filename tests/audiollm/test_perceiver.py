@@ -81,16 +81,10 @@ def run_dir(tmp_path_factory, tiny_lm_dir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def audio() -> np.ndarray:
-    if CLIP.is_file():
-        from perception.audio import load_audio
+def audio(crema_dir) -> np.ndarray:
+    from perception.audio import load_audio
 
-        return load_audio(CLIP)
-    t = np.arange(int(1.6 * 16_000)) / 16_000  # a voiced, amplitude-modulated tone
-    tone = sum(np.sin(2 * np.pi * 160 * k * t) / k for k in range(1, 6)) * (
-        0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
-    )
-    return (0.2 * tone + 0.005 * np.random.default_rng(0).standard_normal(len(t))).astype(np.float32)
+    return load_audio(crema_dir / "audio" / CLIP.name)
 
 
 @pytest.fixture(scope="module")

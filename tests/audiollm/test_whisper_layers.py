@@ -10,9 +10,6 @@ import pytest
 from perception.audiollm import DualEncoderConfig, SemanticEncoderConfig
 from perception.audiollm.processing import utterance_features
 from perception.audiollm.whisper_layers import WhisperLayerStats, read_ctranslate2
-from tests.conftest import CREMA_D
-
-CLIP = CREMA_D / "audio" / "1001_IOM_ANG_XX.ogg"
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +20,10 @@ def tiny_whisper():
 
 
 @pytest.fixture(scope="module")
-def speech() -> np.ndarray:
+def speech(crema_dir) -> np.ndarray:
     from perception.audio import load_audio
 
-    if not CLIP.is_file():
-        pytest.skip("CREMA-D is not on this machine")
-    return load_audio(CLIP)
+    return load_audio(crema_dir / "audio" / "1001_IOM_ANG_XX.ogg")
 
 
 @pytest.fixture(scope="module")

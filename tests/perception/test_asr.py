@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from perception.asr import WhisperASR, _compression_ratio
 
-CREMA_D = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "crema-d").resolve()
+# Word error rate the bundled tiny.en stays under on a handful of CREMA-D clips. Over 360 clips of the
+# actors held out from training its standard pass reaches 0.22 (docs/perception.md); a dozen clips of
+# one or two sentences scatter around that, so the margin is wide: a broken decoder lands near 1.0.
+MAX_FEW_CLIP_WER = 0.4
+
+
+def few_clips(crema_dir, n: int = 12) -> list[tuple[np.ndarray, str]]:
+    """``n`` clips of six held-out actors, two sentences each, with their reference transcripts."""
+    from perception.audio import load_audio
+    from perception.evaluation import read_manifest
+
+    rows, _ = read_manifest(crema_dir / "manifest.csv")
+    picked = [r for r in rows if r.speaker in {"1002", "1003", "1006", "1014", "1020", "1023"}]
+    picked = [r for r in picked if r.path.stem.endswith(("ANG_HI", "NEU_XX"))][:n]
+    return [(load_audio(r.path), r.transcript) for r in picked]
 
 
 def test_frames_cover_the_audio_at_50_per_second() -> None:
@@ -24,17 +36,16 @@ def test_repetition_loops_have_high_compression_ratio() -> None:
 
 
 @pytest.mark.slow
-def test_tiny_en_transcript_and_trimmed_states() -> None:
-    clip = CREMA_D / "audio" / "1001_DFA_NEU_XX.ogg"
-    if not clip.exists():
-        pytest.skip(f"CREMA-D not found at {CREMA_D} (expected beside the repository)")
-    from perception.audio import load_audio
+def test_tiny_en_transcripts_and_trimmed_states(crema_dir) -> None:
+    from perception.evaluation import word_error_rate
 
     asr = WhisperASR("tiny.en")
-    audio = load_audio(clip)
-    result = asr.analyze(audio)
-    assert "jacket" in result.transcript.lower()
-    np.testing.assert_allclose(asr.encode_compact(audio), result.states, atol=1e-4)
+    clips = few_clips(crema_dir)
+    results = [asr.analyze(audio) for audio, _ in clips]
+    wer = word_error_rate([ref for _, ref in clips], [r.transcript for r in results])
+    assert wer is not None and wer < MAX_FEW_CLIP_WER, [r.transcript for r in results]
+    audio = clips[0][0]
+    np.testing.assert_allclose(asr.encode_compact(audio), results[0].states, atol=1e-4)
     assert asr.encode(audio).shape == (WhisperASR.n_frames(len(audio)), 384)
 
 
@@ -51,15 +62,17 @@ def test_spliced_window_is_the_speech_then_the_silence_states() -> None:
 
 
 @pytest.mark.slow
-def test_spliced_decoding_matches_the_standard_padded_pass_on_real_speech() -> None:
-    clips = sorted((CREMA_D / "audio").glob("10[01]*_*.ogg"))[:12]
-    if not clips:
-        pytest.skip(f"CREMA-D not found at {CREMA_D} (expected beside the repository)")
-    from perception.audio import load_audio
+def test_standard_and_spliced_decoding_both_transcribe_real_speech(crema_dir) -> None:
+    """Both decoding windows stay within the stated WER margin of the references; the standard pass
+    (the default) is the one plain faster-whisper runs, so it agrees with ``WhisperModel.transcribe``."""
     from perception.evaluation import word_error_rate
 
-    spliced, standard = WhisperASR("tiny.en"), WhisperASR("tiny.en", spliced=False)
-    audio = [load_audio(c) for c in clips]
-    a = [spliced.transcribe(x) for x in audio]
-    b = [standard.transcribe(x) for x in audio]
-    assert word_error_rate(b, a) < 0.1  # the two decodings agree (up to a word here and there)
+    spliced, standard = WhisperASR("tiny.en", spliced=True), WhisperASR("tiny.en", spliced=False)
+    clips = few_clips(crema_dir)
+    refs = [ref for _, ref in clips]
+    a = [spliced.transcribe(x) for x, _ in clips]
+    b = [standard.transcribe(x) for x, _ in clips]
+    assert word_error_rate(refs, a) < MAX_FEW_CLIP_WER, a
+    assert word_error_rate(refs, b) < MAX_FEW_CLIP_WER, b
+    plain = [standard._transcribe_long(x) for x, _ in clips]  # faster-whisper's own transcribe()
+    assert word_error_rate(plain, b) < 0.1, list(zip(plain, b, strict=True))
