@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from pydantic import BaseModel
 
 from agent.config import Settings
+
+REPO = Path(__file__).resolve().parents[2]
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -42,3 +45,26 @@ def test_every_setting_is_documented_and_every_documented_setting_exists() -> No
     code, doc = settings_variables(), documented_variables()
     assert code - doc == set(), f"undocumented settings: {sorted(code - doc)}"
     assert doc - code == set(), f"documented but not in the config tree: {sorted(doc - code)}"
+
+
+def test_the_contracts_export_columns_are_the_codes_in_order() -> None:
+    from agent.trajectory import EXPORT_COLUMNS
+
+    text = (REPO / "docs" / "contracts.md").read_text()
+    section = text[text.index("## Trajectory export rows") :]
+    listed = section[section.index("order: `") + len("order: `") :].split("`", 1)[0]
+    assert [c.strip() for c in listed.split(",")] == list(EXPORT_COLUMNS)
+
+
+def test_the_contracts_perception_example_is_a_valid_perception() -> None:
+    import json
+
+    from perception.types import Perception
+
+    text = (REPO / "docs" / "contracts.md").read_text()
+    section = text[text.index("## Perception (JSON)") :]
+    start = section.index("```json") + len("```json")
+    example = section[start : section.index("```", start)]
+    perception = Perception.model_validate(json.loads(example))
+    assert sum(perception.emotion.scores.values()) == pytest.approx(1.0, abs=1e-3)
+    assert perception.emotion.label == max(perception.emotion.scores, key=perception.emotion.scores.get)
