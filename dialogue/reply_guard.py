@@ -1,0 +1,46 @@
+"""What keeps a reply from copying: word n-gram overlap with the user's turn and the session's earlier
+replies, used three ways: to drop copying targets from the reply model's training data, to block copied
+n-grams while decoding (:func:`blocked_sequences`), and to measure echo and repeat rates in
+``bench/replies.py``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+_WORD = re.compile(r"[a-z0-9']+")
+# A reply whose word trigrams are at least this share of another text's is "mostly" that text.
+COPY_SHARE = 0.5
+BLOCK_N = 4  # token n-grams of the user's turn and earlier replies that decoding may not repeat
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def overlap(reply: str, source: str) -> float:
+    """Share of the reply's word trigrams (unigrams for replies under three words) found in ``source``."""
+    r, s = words(reply), words(source)
+    if not r:
+        return 0.0
+    n = 3 if len(r) >= 3 else 1
+    grams = _ngrams(r, n)
+    return len(grams & _ngrams(s, n)) / len(grams) if grams else 0.0
+
+
+def is_copy(reply: str, sources: Iterable[str]) -> bool:
+    """Whether the reply is mostly one of ``sources`` (the user's turn, an earlier reply)."""
+    return any(overlap(reply, s) >= COPY_SHARE for s in sources if s)
+
+
+def blocked_sequences(token_lists: Iterable[Sequence[str]], n: int = BLOCK_N) -> list[list[str]]:
+    """Every ``n``-token window of the given tokenised texts: sequences the decoder must not produce
+    (CTranslate2's ``suppress_sequences``)."""
+    seen: set[tuple[str, ...]] = set()
+    for tokens in token_lists:
+        seen |= _ngrams(list(tokens), n)
+    return [list(g) for g in sorted(seen)]
