@@ -121,3 +121,21 @@ def test_conversation_window_keeps_recent_exchanges() -> None:
     messages.append(HumanMessage("now", id="5:user"))
     window = nodes.conversation_window(messages, history_turns=2)
     assert [m.content for m in window] == ["u3", "a3", "u4", "a4", "now"]
+
+
+class ConditionedChatModel(ScriptedChatModel):
+    """A scripted model that, like the trained reply model, reads the conditioning line."""
+
+    conditioned: bool = True
+
+
+async def test_a_conditioned_model_gets_the_conditioning_line_not_prose() -> None:
+    llm = ConditionedChatModel(reply="That must hurt. What happened?")
+    s = state(policy="empathize", messages=[HumanMessage("I failed my exam.", id="t2:user")])
+    await nodes.respond(s, runtime(llm))
+    system, user = llm.calls[0]
+    assert system.content == "policy: empathize; feeling: sad; valence: -0.6; arousal: -0.2"
+    assert user.content == "I failed my exam."
+    typed = state(policy="neutral", perception=None, messages=[HumanMessage("hi", id="t2:user")])
+    await nodes.respond(typed, runtime(llm))
+    assert llm.calls[1][0].content == "policy: neutral; feeling: unknown"

@@ -1,0 +1,145 @@
+"""The reply model: EmpatheticDialogues examples, the conditioning line, the copy guard, the CTranslate2
+engine (slow: the bundled SmolLM2 converted once) and the shipped adapter."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from dialogue.ed_emotions import ED_EMOTIONS, map_emotion
+from dialogue.reply_data import examples, is_validation, read_conversations
+from dialogue.reply_format import conditioning_line, reply_system_prompt
+from dialogue.reply_guard import blocked_sequences, is_copy, overlap
+from dialogue.state import PerceptionSummary
+from perception.types import LABELS
+
+ED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "empathetic-dialogues"
+UPBEAT = ("great", "wonderful", "glad", "fantastic", "awesome", "amazing")
+
+
+def test_every_ed_emotion_maps_onto_a_label_and_the_circumplex() -> None:
+    assert len(ED_EMOTIONS) == 32
+    for name, (label, valence, arousal) in ED_EMOTIONS.items():
+        assert label in LABELS, name
+        assert -1 <= valence <= 1 and -1 <= arousal <= 1
+    assert map_emotion("Devastated") == ("sad", -0.8, 0.2)
+    assert map_emotion("bored") is None
+    negative = {"sad", "angry", "fear", "disgust"}
+    assert all(v < 0 for label, v, _ in ED_EMOTIONS.values() if label in negative)
+    assert all(v > 0 for label, v, _ in ED_EMOTIONS.values() if label == "happy")
+
+
+def test_the_conditioning_line_carries_policy_and_perception() -> None:
+    sad = PerceptionSummary(label="sad", scores={"sad": 0.9}, valence=-0.64, arousal=-0.04)
+    assert reply_system_prompt("empathize", sad) == (
+        "policy: empathize; feeling: sad; valence: -0.6; arousal: +0.0"
+    )
+    assert reply_system_prompt("neutral", None) == "policy: neutral; feeling: unknown"
+    custom = reply_system_prompt("calm_breathing", sad, "Guide one slow breath.")
+    assert custom.endswith("\nGuide one slow breath.")  # policies it was not trained on bring their words
+    assert conditioning_line("encourage", "happy", 0.7, 0.4).startswith("policy: encourage; feeling: happy")
+
+
+def test_copy_measures() -> None:
+    user = "I would like a new alarm clock."
+    assert is_copy("A new alarm clock.", [user])
+    assert is_copy("I would like a new alarm clock.", [user])
+    assert not is_copy("That sounds useful. What happened to the old one?", [user])
+    assert overlap("", user) == 0.0
+    blocked = blocked_sequences([["a", "b", "c", "d", "e"]], 4)
+    assert blocked == [["a", "b", "c", "d"], ["b", "c", "d", "e"]]
+
+
+def _tiny_ed(tmp_path: Path) -> Path:
+    rows = []
+    for c in range(40):
+        emotion = ("sad", "joyful", "furious", "afraid")[c % 4]
+        for t, (who, text) in enumerate(
+            [
+                ("speaker", f"Something happened to me today, number {c}."),
+                ("listener", "Oh no, how are you holding up?"),
+                ("speaker", "Not great, honestly."),
+                ("listener", "Not great, honestly."),  # a copy: left out of training
+            ]
+        ):
+            rows.append(
+                {
+                    "conv_id": f"hit:{c}_conv:{c}",
+                    "emotion": emotion,
+                    "situation": "x",
+                    "turn": t,
+                    "speaker": who,
+                    "text": text,
+                }
+            )
+    path = tmp_path / "conversations.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return tmp_path
+
+
+def test_examples_are_split_by_conversation_and_conditioned(tmp_path: Path) -> None:
+    conversations = read_conversations(_tiny_ed(tmp_path))
+    train = list(examples(conversations, "train"))
+    validation = list(examples(conversations, "validation"))
+    assert {e.conv_id for e in train}.isdisjoint({e.conv_id for e in validation})
+    assert all(is_validation(e.conv_id) for e in validation)
+    assert all(e.target == "Oh no, how are you holding up?" for e in train + validation)  # copies left out
+    first = next(e for e in train if e.emotion == "sad" and "unknown" not in e.system)
+    assert first.system.startswith("policy: empathize; feeling: sad; valence: -")
+    assert first.messages[-1][0] == "user"
+    furious = next(e for e in train if e.emotion == "furious" and "unknown" not in e.system)
+    assert furious.policy == "de_escalate"
+
+
+@pytest.fixture(scope="module")
+def bundled_on_ct2():
+    from dialogue.reply_engine import ReplyChatModel
+
+    model = ReplyChatModel(adapter=None, max_new_tokens=40, temperature=0.0)
+    model.load()
+    return model
+
+
+@pytest.mark.slow
+def test_the_engine_streams_pieces_that_add_up_to_the_text(bundled_on_ct2) -> None:
+    messages = [SystemMessage("You are a kind assistant."), HumanMessage("Say something about the sea.")]
+    pieces = [chunk.content for chunk in bundled_on_ct2.stream(messages)]
+    assert len(pieces) > 3
+    assert "".join(pieces) == bundled_on_ct2.invoke(messages).content
+    assert not bundled_on_ct2.conditioned  # the bundled model reads prose prompts
+
+
+@pytest.mark.slow
+def test_the_guard_blocks_a_copy_of_the_user(bundled_on_ct2) -> None:
+    user = "Please repeat after me exactly: I would like a new alarm clock for my bedroom."
+    messages = [SystemMessage("Repeat what the user says, word for word."), HumanMessage(user)]
+    unguarded = bundled_on_ct2.model_copy(update={"guard": False}).invoke(messages).content
+    guarded = bundled_on_ct2.invoke(messages).content
+    assert "new alarm clock for my bedroom" in unguarded.lower()  # the model would copy
+    assert "new alarm clock for my bedroom" not in guarded.lower()
+    loaded = bundled_on_ct2.load()
+    out = loaded.tokenizer.tokenize(guarded)
+    blocked = {tuple(s) for s in bundled_on_ct2.guard_sequences(loaded, messages)}
+    assert not any(tuple(out[i : i + 4]) in blocked for i in range(len(out) - 3))
+
+
+@pytest.mark.slow
+def test_the_guard_covers_earlier_replies_and_the_system_line(bundled_on_ct2) -> None:
+    loaded = bundled_on_ct2.load()
+    messages = [
+        SystemMessage("policy: empathize; feeling: sad"),
+        HumanMessage("hello there"),
+        AIMessage("That sounds really hard to carry alone."),
+        HumanMessage("it is"),
+    ]
+    blocked = {tuple(s) for s in bundled_on_ct2.guard_sequences(loaded, messages)}
+    earlier = loaded.tokenizer.tokenize(" That sounds really hard to carry alone.")
+    assert tuple(earlier[:4]) in blocked
+    system = loaded.tokenizer.tokenize(" policy: empathize; feeling: sad")
+    assert tuple(system[:4]) in blocked
