@@ -9,6 +9,7 @@
     emo-agent report --session ID --out FILE.html  transcript, reasoning per turn, the plot
     emo-agent talk FILE [--url ws://...]           stream an audio file to a running server
     emo-agent train --data crema-d=DIR --out RUN   fine-tune the dual-encoder AudioLLM (docs/audiollm.md)
+    emo-agent train-dialogue --data ED_DIR --out RUN  fine-tune the reply model (docs/dialogue.md)
 
 User errors (missing file, not audio, bad manifest, no Redis) exit non-zero with one line on stderr.
 """
@@ -322,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     from perception.finetune.cli import add_train_parser
 
     add_train_parser(sub)  # emo-agent train: fine-tune the dual-encoder AudioLLM (docs/audiollm.md)
+    from dialogue.reply_training import add_train_dialogue_parser
+
+    add_train_dialogue_parser(sub)  # emo-agent train-dialogue: the reply model (docs/dialogue.md)
     return parser
 
 

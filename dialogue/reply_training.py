@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dialogue.reply_data import ReplyExample, examples, read_conversations
+from dialogue.reply_data import ReplyDataError, ReplyExample, examples, read_conversations
 
 ATTRIBUTION = """# Attribution
 
@@ -216,21 +216,32 @@ def _save_checkpoint(model, optimizer, checkpoint: Path, step: int) -> None:
     tmp.rename(checkpoint)
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
+def add_train_dialogue_parser(subparsers):  # argparse._SubParsersAction
+    """Register ``train-dialogue`` on an ``argparse`` subparsers object (``func`` is set to :func:`run`)."""
+    defaults = ReplyTrainConfig()
+    p = subparsers.add_parser("train-dialogue", help="fine-tune the reply model on EmpatheticDialogues")
+    p.add_argument("--data", required=True, help="EmpatheticDialogues folder (conversations.csv)")
+    p.add_argument("--out", required=True, help="run folder: checkpoint/ (resumable) and final/")
+    p.add_argument("--base", default="", help="base model folder (default: the bundled SmolLM2)")
+    p.add_argument("--steps", type=int, default=defaults.steps)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--lora-r", type=int, default=defaults.lora_r, help="LoRA rank (alpha is twice it)")
+    p.add_argument("--save-every", type=int, default=defaults.save_every, help="steps between checkpoints")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads")
+    p.set_defaults(func=run)
+    return p
 
+
+def run(args) -> int:
+    """Train (or resume). User errors: one line on stderr, exit code 2."""
     from perception.bundled_lm import convert_bundled_model
     from perception.config import default_cache_dir
 
-    parser = argparse.ArgumentParser(prog="emo-agent train-dialogue", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="EmpatheticDialogues folder (conversations.csv)")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--base", default="", help="base model folder (default: the bundled SmolLM2)")
-    defaults = ReplyTrainConfig()
-    for name in ("steps", "batch_size", "lora_r", "save_every", "seed", "threads"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    args = parser.parse_args(argv)
+    if args.steps < 1 or args.batch_size < 1 or args.save_every < 1:
+        print("emo-agent train-dialogue: --steps, --batch-size, --save-every must be >= 1", file=sys.stderr)
+        return 2
     config = ReplyTrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -241,10 +252,24 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         threads=args.threads,
     )
-    base = args.base or convert_bundled_model(default_cache_dir())
-    random.seed(config.seed)
-    train(Path(args.data), Path(args.out), config, base)
+    try:
+        base = args.base or convert_bundled_model(getattr(args, "cache_dir", None) or default_cache_dir())
+        random.seed(config.seed)
+        train(Path(args.data), Path(args.out), config, base)
+    except ReplyDataError as exc:
+        print(f"emo-agent train-dialogue: {exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dialogue.reply_training")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_train_dialogue_parser(sub)
+    args = parser.parse_args(["train-dialogue", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
 
 
 if __name__ == "__main__":
