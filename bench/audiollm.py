@@ -144,7 +144,7 @@ def audiollm_run(folder: Path, rows, held_out: set[str], lm_limit: int) -> dict:
     from agent.config import default_cache_dir
     from perception.audiollm import DualEncoderForEmotionReasoning, DualEncoderProcessor
     from perception.audiollm.modeling import resolve_language_model
-    from perception.audiollm.perceiver import _load_feature_norms
+    from perception.audiollm.run_folder import load_feature_norms
     from perception.finetune.datasets import Clip
     from perception.finetune.evaluation import (
         EvalItem,
@@ -173,7 +173,7 @@ def audiollm_run(folder: Path, rows, held_out: set[str], lm_limit: int) -> dict:
         for f in [cache.get(c)]
     ]
     raw = items
-    norms = _load_feature_norms(folder) if config.speaker_norm else None
+    norms = load_feature_norms(folder) if config.speaker_norm else None
     if config.speaker_norm:
         items = running_normalized(config, norms, items)
     labels = tuple(config.labels)

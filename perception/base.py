@@ -1,6 +1,7 @@
 """The :class:`Perceiver` interface every perception backend implements.
 
-A perceiver turns one user turn (mono float32 audio at 16 kHz) into a :class:`Perception`. A
+A perceiver turns one user turn (mono float32 audio at 16 kHz) into a :class:`Perception`, and a typed
+turn into one from its words alone (:meth:`Perceiver.perceive_text`, shared by every backend). A
 :class:`SpeakerBaseline` belongs to one conversation: acoustic cues are judged against the speaker's own
 running baseline, so a naturally loud speaker is not heard as angry. Backends are chosen by
 ``EMO_PERCEPTION__ESTIMATOR`` through :func:`perception.registry.build_perceiver`.
@@ -70,5 +71,9 @@ class Perceiver(ABC):
         return self.perceive(audio, sample_rate, baseline), {}
 
     def perceive_text(self, text: str) -> Perception:
-        """Perception of a typed turn: lexical evidence only, neutral-leaning, no acoustic claims."""
-        raise NotImplementedError
+        """Perception of a typed turn: lexical evidence only, neutral-leaning, no acoustic claims
+        (:func:`perception.typed_turn.perceive_typed`, under this perceiver's ``model_id``). Every
+        perceiver answers typed turns this way unless it reads text its own way."""
+        from perception.typed_turn import perceive_typed  # lazily: it imports modules that import this one
+
+        return perceive_typed(text, self.model_id)

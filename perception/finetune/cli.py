@@ -155,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
     from perception.audiollm import DualEncoderConfig, DualEncoderForEmotionReasoning, DualEncoderProcessor
     from perception.audiollm.checkpoint import load_matching_weights
     from perception.audiollm.modeling import resolve_language_model
-    from perception.audiollm.perceiver import NORMS_NAME
+    from perception.audiollm.run_folder import NORMS_NAME
     from perception.config import default_cache_dir
     from perception.finetune.data import BatchSampler, SpeakerNormalizer, prepare_items
     from perception.finetune.datasets import degraded_copies

@@ -162,7 +162,7 @@ def test_turns_from_two_threads(perceiver, audio) -> None:
     assert first.emotion.scores == second.emotion.scores and first.transcript == second.transcript
 
 
-def test_typed_turn_reuses_the_classical_text_path(perceiver) -> None:
+def test_typed_turn_uses_the_shared_text_path(perceiver) -> None:
     perception = perceiver.perceive_text("I hate this, I am furious, it is ridiculous")
     assert perception.emotion.label == "angry" and perception.model == perceiver.model_id
     assert {e.quote for e in perception.evidence} >= {"hate"}

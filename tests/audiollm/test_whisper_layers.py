@@ -174,7 +174,7 @@ def test_an_ensemble_of_aux_heads_trains_each_head_and_scores_their_mean(tiny_lm
     import torch
 
     from perception.audiollm import DualEncoderForEmotionReasoning, DualEncoderProcessor
-    from perception.audiollm.modeling import AuxHeadEnsemble, aux_cross_entropy
+    from perception.audiollm.aux_heads import AuxHeadEnsemble, aux_cross_entropy
     from tests.audiollm.conftest import load_lm, make_tokenizer, tiny_config
 
     torch.manual_seed(0)
