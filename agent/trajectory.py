@@ -2,79 +2,43 @@
 
 Stream key ``emo:trajectory:{session_id}``; each entry holds one :class:`TurnRecord` as JSON under the
 field ``record``, with ``schema`` = :data:`SCHEMA_VERSION`. ``emo-agent export`` reads it back.
-Times ``t_start``/``t_end`` are Unix epoch seconds (float).
+Times ``t_start``/``t_end`` are Unix epoch seconds (float). The record model, its schema version and the
+export columns are defined with the records themselves (:mod:`voice.records`) and re-exported here.
 
 Retention: every write (re)sets the key's TTL to ``ttl_s`` (0: no expiry). With ``keep_audio`` on, a user
 turn's 16 kHz audio is stored as WAV bytes under ``emo:trajectory-audio:{session_id}:{turn_id}`` (same TTL)
 and the record's ``audio_ref`` names that key. Consent is decided by the session (``voice.session``): a
 session without consent writes nothing here.
 
-Schema versions: 1 = the fields below without ``audio_ref``; 2 adds ``audio_ref`` (records of version 1
+Schema versions: 1 = the record without ``audio_ref``; 2 adds ``audio_ref`` (records of version 1
 still load, with ``audio_ref`` empty).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = 2
+from voice.records import EXPORT_COLUMNS, SCHEMA_VERSION, TurnRecord
+
+__all__ = [
+    "AUDIO_KEY_PREFIX",
+    "EXPORT_COLUMNS",
+    "JSON_COLUMNS",
+    "KEY_PREFIX",
+    "SCHEMA_VERSION",
+    "TrajectoryLog",
+    "TurnRecord",
+    "audio_key",
+    "stream_key",
+]
+
 KEY_PREFIX = "emo:trajectory:"
 AUDIO_KEY_PREFIX = "emo:trajectory-audio:"  # not under KEY_PREFIX, so never read as a stream
 
-# Columns of an export row, in order (docs/contracts.md).
-EXPORT_COLUMNS: tuple[str, ...] = (
-    "session_id",
-    "turn_id",
-    "speaker",
-    "t_start",
-    "t_end",
-    "transcript",
-    "label",
-    "scores",
-    "valence",
-    "arousal",
-    "reasoning",
-    "evidence",
-    "policy",
-    "model",
-    "interrupted",
-    "latency_ms",
-    "audio_ref",
-    "schema_version",
-)
 # Fields whose values are JSON objects/lists (JSON strings in CSV).
 JSON_COLUMNS: frozenset[str] = frozenset({"scores", "evidence", "latency_ms"})
-
-
-class TurnRecord(BaseModel):
-    session_id: str
-    turn_id: str
-    speaker: Literal["user", "assistant"]
-    t_start: float
-    t_end: float
-    transcript: str = ""
-    label: str | None = None
-    scores: dict[str, float] | None = None
-    valence: float | None = None
-    arousal: float | None = None
-    reasoning: str | None = None
-    evidence: list[dict[str, Any]] | None = None
-    policy: str | None = None
-    model: str | None = None
-    interrupted: bool = False
-    latency_ms: dict[str, float] = Field(default_factory=dict)
-    # Redis key of the user turn's WAV audio, when audio retention is on (``emo-agent export --audio-dir``).
-    audio_ref: str | None = None
-    schema_version: int = SCHEMA_VERSION
-
-    def row(self) -> dict[str, Any]:
-        """The export row: every column of :data:`EXPORT_COLUMNS`."""
-        data = self.model_dump()
-        return {name: data.get(name) for name in EXPORT_COLUMNS}
 
 
 def stream_key(session_id: str) -> str:

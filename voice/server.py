@@ -29,12 +29,12 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from voice.protocol import MAX_SESSION_ID_CHARS
+from voice.records import SCHEMA_VERSION
 from voice.session import Session
 from voice.vad import SileroVAD
 
 if TYPE_CHECKING:
-    from agent.trajectory import TrajectoryLog
-    from agent.wiring import Services
+    from voice.services import ServerServices, TrajectoryReader
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +99,8 @@ def process_request(connection: ServerConnection, request: Request) -> Response 
     return connection.respond(404, "not found\n")
 
 
-async def trajectory_response(trajectory: TrajectoryLog, session_id: str) -> Response:
+async def trajectory_response(trajectory: TrajectoryReader, session_id: str) -> Response:
     """The ``/sessions/{id}/trajectory`` answer: every logged turn as an export row, in time order."""
-    from agent.trajectory import SCHEMA_VERSION
-
     records = await trajectory.read(session_id)
     if not records:
         missing = {"error": "no trajectory logged for this session", "session_id": session_id}
@@ -112,7 +110,7 @@ async def trajectory_response(trajectory: TrajectoryLog, session_id: str) -> Res
 
 
 def request_handler(
-    trajectory: TrajectoryLog | None,
+    trajectory: TrajectoryReader | None,
 ) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
     """:func:`process_request` plus ``GET /sessions/{id}/trajectory`` read from ``trajectory``."""
 
@@ -130,7 +128,7 @@ def request_handler(
 
 
 async def serve(
-    services: Services,
+    services: ServerServices,
     host: str,
     port: int,
     *,
@@ -186,7 +184,7 @@ async def serve(
     log.info("voice server stopped")
 
 
-async def run_server(services: Services, host: str, port: int) -> None:
+async def run_server(services: ServerServices, host: str, port: int) -> None:
     """What ``emo-agent serve`` awaits: serve ``services`` until SIGTERM/SIGINT, then return.
 
     The caller owns ``services`` (creates them in this event loop and closes them afterwards).

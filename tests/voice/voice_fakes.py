@@ -19,11 +19,11 @@ from typing import Any, NoReturn
 import numpy as np
 import pytest
 
-from agent.config import VoiceSettings
-from agent.trajectory import TurnRecord
 from dialogue.events import PolicyChosen, Prosody, ReplyDone, ReplyEvent, TextDelta
 from perception.base import AudioError, Perceiver, SpeakerBaseline
 from perception.types import Emotion, Evidence, Perception
+from voice.config import VoiceSettings
+from voice.records import TurnRecord
 from voice.tts import TTS
 
 SHORT_REPLY = "I hear you. Tell me more."

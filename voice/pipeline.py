@@ -1,0 +1,369 @@
+"""The turn pipeline of one conversation: perceive → dialogue reply stream → sentences → TTS → audio out.
+
+:meth:`TurnPipeline.run` is the body of a session's turn task: perceive the turn (worker thread) →
+``user.perception`` → stream the dialogue's reply → ``assistant.delta`` events, each complete sentence
+(:mod:`voice.sentences`) to TTS (worker thread) → binary PCM frames of at most ~100 ms, paced by
+:class:`~voice.playback.Playback` to at most ``playback_lead_s`` ahead of the client → ``assistant.text``
+when the text is complete → ``assistant.done`` once the audio has been played. Events and audio go out
+through an :class:`Outlet`; the pipeline never touches the socket.
+
+It also ends turns that do not finish: :meth:`TurnPipeline.interrupted` (after the session cancelled the
+turn task) and a reply failing after it had begun both send ``assistant.interrupted`` with what was heard,
+tell the dialogue engine (``mark_interrupted``) and log the turn as interrupted. Every turn that reached the
+reply is logged as two records (:mod:`voice.records`), unless the session has no consent.
+
+Perceptions update the speaker baseline one at a time, each against a private copy that becomes the
+baseline only if its turn was not dropped meanwhile (the worker thread cannot be stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from dialogue.events import PolicyChosen, Prosody, ReplyDone, TextDelta
+from perception.base import AudioError, Perceiver, SpeakerBaseline
+from perception.types import Perception
+from voice import protocol as proto
+from voice.playback import Playback, pcm_frames
+from voice.protocol import ErrorCode
+from voice.records import TurnRecorder, assistant_record, user_record
+from voice.sentences import SentenceSplitter
+from voice.services import DialogueLike
+from voice.tts import TTS
+from voice.turns import SAMPLE_RATE
+
+
+class Outlet(Protocol):
+    """Where a turn's output goes (the session's outbound queue)."""
+
+    def send(self, event: dict[str, Any]) -> None: ...
+
+    def send_audio(self, pcm: bytes, turn_id: str) -> None: ...
+
+    def drop_audio(self, turn_id: str) -> None:
+        """Drop ``turn_id``'s audio still queued, and any sent later."""
+        ...
+
+
+@dataclass
+class Reply:
+    """The reply part of a turn, as far as it got. Read by the session when it interrupts the turn."""
+
+    t_start_wall: float
+    first_output_wall: float | None = None  # epoch time of the first audio frame (or text, without TTS)
+    policy: str = ""
+    prosody: Prosody | None = None
+    text: str = ""  # streamed text so far (assistant.delta)
+    final_text: str | None = None
+    playback: Playback = field(default_factory=Playback)
+
+    @property
+    def begun(self) -> bool:
+        """Something of the reply (text or audio) has reached the client."""
+        return bool(self.text) or self.playback.sent_s > 0
+
+    def heard_text(self, now: float, speaking: bool) -> str:
+        """What the user has heard by ``now`` (monotonic). Without TTS (``speaking`` False) the user has read
+        the streamed text."""
+        if not speaking:
+            return self.text.strip()
+        return self.playback.heard_text(now)
+
+
+@dataclass
+class Turn:
+    turn_id: str
+    t_start_wall: float  # epoch seconds the user's turn began
+    t_end_wall: float  # epoch seconds the turn ended (VAD end, flush, typed text received)
+    t_end_mono: float
+    audio: np.ndarray | None = None
+    text: str | None = None
+    perception: Perception | None = None
+    reply: Reply | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+    finished: bool = False  # assistant.done sent; only the trajectory record may still be being written
+    cancelled: bool = False  # dropped by the session: its perception must not touch the speaker baseline
+    closing: asyncio.Task[None] | None = None  # the session's interruption of this turn, once begun
+
+    @classmethod
+    def typed(cls, text: str) -> Turn:
+        """A typed turn, received now: it starts and ends at once."""
+        now = time.time()
+        return cls(new_turn_id(), now, now, time.monotonic(), text=text)
+
+    @classmethod
+    def spoken(cls, audio: np.ndarray, t_start_wall: float, t_end_wall: float) -> Turn:
+        """A spoken turn (16 kHz audio) that has just ended."""
+        return cls(new_turn_id(), t_start_wall, t_end_wall, time.monotonic(), audio=audio)
+
+    def mark(self, stage: str) -> None:
+        """Record the latency of ``stage`` (ms since the turn ended), first occurrence only."""
+        self.latency_ms.setdefault(stage, round((time.monotonic() - self.t_end_mono) * 1000, 1))
+
+
+class TurnPipeline:
+    """Runs the turns of one started session, one at a time (the session owns and cancels the tasks).
+
+    ``on_speaking(turn, True)`` is called when ``turn``'s reply starts, ``on_speaking(turn, False)`` when it
+    ends by itself (done or failed); the session decides what that means for barge-in detection.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        perceiver: Perceiver,
+        dialogue: DialogueLike,
+        tts: TTS | None,
+        baseline: SpeakerBaseline | None,
+        recorder: TurnRecorder,
+        consent: bool,
+        outlet: Outlet,
+        on_speaking: Callable[[Turn, bool], None],
+        first_clause_chars: int,
+        playback_lead_s: float,
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.session_id = session_id
+        self._perceiver = perceiver
+        self._dialogue = dialogue
+        self._tts = tts
+        self.baseline = baseline
+        self._perceive_lock = threading.Lock()
+        self._recorder = recorder
+        self.consent = consent
+        self._out = outlet
+        self._on_speaking = on_speaking
+        self._first_clause_chars = first_clause_chars
+        self._playback_lead_s = playback_lead_s
+        self._log = logger
+
+    # ------------------------------------------------------------------------------------ the turn task
+
+    async def run(self, turn: Turn) -> None:
+        """The turn task. Cancellation-safe: the session interrupts it at any await."""
+        try:
+            await self._run(turn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as raised:
+            exc = _first_leaf(raised)
+            if isinstance(exc, AudioError):
+                self._log.info("turn %s: unusable audio: %s", turn.turn_id, exc)
+                self._send_error(ErrorCode.AUDIO_ERROR, str(exc))
+            else:
+                self._log.error("turn %s failed", turn.turn_id, exc_info=exc)
+                self._send_error(ErrorCode.TURN_FAILED, f"{type(exc).__name__}: {exc}")
+                reply = turn.reply
+                if reply is not None and reply.begun:
+                    await self._end_failed_reply(turn, reply)
+        finally:
+            self._on_speaking(turn, False)
+
+    async def _run(self, turn: Turn) -> None:
+        if turn.audio is not None:
+            perception = await asyncio.to_thread(self._perceive, turn.audio, turn)
+        else:
+            perception = await asyncio.to_thread(self._perceiver.perceive_text, turn.text or "")
+        turn.mark("perception")
+        turn.perception = perception
+        self._out.send(proto.user_perception_event(turn.turn_id, perception))
+
+        turn.reply = reply = Reply(t_start_wall=time.time())
+        self._on_speaking(turn, True)
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        async with asyncio.TaskGroup() as group:  # both children are owned by (and die with) the turn
+            group.create_task(self._generate(turn, perception, sentences))
+            group.create_task(self._speak(turn, sentences))
+        # Let the client finish playing what was sent before declaring the reply done.
+        await asyncio.sleep(reply.playback.remaining(time.monotonic()))
+        turn.mark("total")
+        turn.finished = True
+        # Recorded before ``assistant.done``: a client that leaves right after it loses nothing.
+        await self._record(turn, reply.final_text or reply.text, interrupted=False)
+        self._out.send(proto.assistant_done_event(turn.turn_id))
+        self._on_speaking(turn, False)
+
+    def _perceive(self, audio: np.ndarray, turn: Turn) -> Perception:
+        """Perceive ``audio`` in a worker thread against a private copy of the speaker baseline; the copy
+        becomes the baseline only if ``turn`` was not dropped meanwhile (the thread cannot be stopped)."""
+        with self._perceive_lock:  # perceptions update the baseline one at a time
+            live = self.baseline
+            private = copy_baseline(live) if live is not None else None
+            if private is None:  # no baseline, or one that cannot be copied: updated in place
+                return self._perceiver.perceive(audio, SAMPLE_RATE, live)
+            perception = self._perceiver.perceive(audio, SAMPLE_RATE, private)
+            if not turn.cancelled:
+                self.baseline = private
+            return perception
+
+    async def _generate(
+        self, turn: Turn, perception: Perception, sentences: asyncio.Queue[str | None]
+    ) -> None:
+        """Stream the dialogue reply: deltas out, whole sentences to the speaker, then ``assistant.text``."""
+        assert turn.reply is not None
+        reply = turn.reply
+        splitter = SentenceSplitter(first_clause_chars=self._first_clause_chars)
+        stream: Any = self._dialogue.reply(self.session_id, turn.turn_id, perception.transcript, perception)
+        if inspect.isawaitable(stream):
+            stream = await stream
+        try:
+            async for event in stream:
+                if isinstance(event, PolicyChosen):
+                    reply.policy, reply.prosody = event.policy, event.prosody
+                elif isinstance(event, TextDelta):
+                    if not event.text:
+                        continue
+                    turn.mark("llm_first_token")
+                    if self._tts is None and reply.first_output_wall is None:
+                        reply.first_output_wall = time.time()
+                    reply.text += event.text
+                    self._out.send(proto.assistant_delta_event(turn.turn_id, event.text))
+                    for sentence in splitter.push(event.text):
+                        turn.mark("first_sentence")
+                        await sentences.put(sentence)
+                elif isinstance(event, ReplyDone):
+                    reply.final_text = event.text
+                    reply.policy = event.policy or reply.policy
+                    for stage, ms in event.timings_ms.items():
+                        turn.latency_ms[f"dialogue_{stage}"] = float(ms)
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if not reply.text and reply.final_text:  # an engine that only reports the whole reply
+            reply.text = reply.final_text
+            for sentence in splitter.push(reply.final_text):
+                await sentences.put(sentence)
+        rest = splitter.finish()
+        if rest:
+            turn.mark("first_sentence")
+            await sentences.put(rest)
+        await sentences.put(None)
+        turn.mark("reply_text")
+        self._out.send(proto.assistant_text_event(turn.turn_id, reply.final_text or reply.text, reply.policy))
+
+    async def _speak(self, turn: Turn, sentences: asyncio.Queue[str | None]) -> None:
+        """Synthesize sentences in order and send their PCM, paced to at most ``playback_lead_s`` ahead."""
+        assert turn.reply is not None
+        reply = turn.reply
+        playback = reply.playback
+        while (sentence := await sentences.get()) is not None:
+            if self._tts is None:
+                continue
+            pcm = await asyncio.to_thread(_synthesize_all, self._tts, sentence, reply.prosody)
+            if not pcm:
+                continue
+            rate = self._tts.sample_rate
+            playback.add_sentence(sentence, len(pcm) / 2 / rate)
+            for frame in pcm_frames(pcm, rate):
+                wait = playback.wait_before_frame(time.monotonic(), self._playback_lead_s)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                turn.mark("first_audio_byte")
+                if reply.first_output_wall is None:
+                    reply.first_output_wall = time.time()
+                self._out.send_audio(frame, turn.turn_id)
+                playback.frame_sent(len(frame), rate)
+
+    # ------------------------------------------------------------------------------ turns that stop short
+
+    async def interrupted(self, turn: Turn, now: float, *, notify: bool) -> None:
+        """``turn``'s task was cancelled at ``now`` (monotonic). If its reply had begun: send
+        ``assistant.interrupted`` with what was heard (when ``notify``), tell the dialogue engine and log
+        the turn as interrupted."""
+        reply = turn.reply
+        if reply is None:
+            self._log.info("turn %s cancelled before its reply", turn.turn_id)
+            return
+        heard = reply.heard_text(now, speaking=self._tts is not None)
+        self._log.info("turn %s interrupted; heard %r", turn.turn_id, heard)
+        if notify:
+            self._out.send(proto.assistant_interrupted_event(turn.turn_id, heard))
+        await self._close_interrupted(turn, heard)
+
+    async def _end_failed_reply(self, turn: Turn, reply: Reply) -> None:
+        """A reply that failed after it had begun ends like an interrupted one: the client plays what it
+        got, then gets ``assistant.interrupted`` with that text; the dialogue keeps only that text and the
+        turn is logged as interrupted."""
+        await asyncio.sleep(reply.playback.remaining(time.monotonic()))
+        turn.finished = True  # from here on a newer turn waits for this bookkeeping instead of repeating it
+        self._out.drop_audio(turn.turn_id)
+        heard = reply.heard_text(time.monotonic(), speaking=self._tts is not None)
+        self._log.info("turn %s: reply failed; heard %r", turn.turn_id, heard)
+        self._out.send(proto.assistant_interrupted_event(turn.turn_id, heard))
+        await self._close_interrupted(turn, heard)
+
+    async def _close_interrupted(self, turn: Turn, heard: str) -> None:
+        """Tell the dialogue engine what was heard of ``turn``'s reply and log the turn as interrupted."""
+        try:
+            await self._dialogue.mark_interrupted(self.session_id, turn.turn_id, heard)
+        except Exception:
+            self._log.exception("mark_interrupted failed")
+        await self._record(turn, heard, interrupted=True)
+
+    async def _record(self, turn: Turn, heard: str, *, interrupted: bool) -> None:
+        """Append the user's and the assistant's record; failures are logged, not raised."""
+        if self._recorder.trajectory is None or turn.perception is None or not self.consent:
+            return
+        reply = turn.reply
+        user = user_record(
+            self.session_id, turn.turn_id, turn.perception, t_start=turn.t_start_wall, t_end=turn.t_end_wall
+        )
+        assistant = assistant_record(
+            self.session_id,
+            turn.turn_id,
+            heard,
+            started=(reply.first_output_wall or reply.t_start_wall) if reply else turn.t_end_wall,
+            now=time.time(),
+            policy=reply.policy if reply else None,
+            model=self._recorder.dialogue_model,
+            interrupted=interrupted,
+            latency_ms=turn.latency_ms,
+        )
+        await self._recorder.write(user, assistant, turn.audio)
+
+    def _send_error(self, code: str, message: str) -> None:
+        self._out.send(proto.error_event(code, message))
+
+
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+
+
+def copy_baseline(baseline: SpeakerBaseline) -> SpeakerBaseline | None:
+    """A deep copy of ``baseline`` with fresh locks (locks cannot be copied); None if it cannot be copied."""
+    memo: dict[int, Any] = {}
+    for value in getattr(baseline, "__dict__", {}).values():
+        if isinstance(value, _LOCK_TYPES):
+            memo[id(value)] = threading.RLock() if isinstance(value, _LOCK_TYPES[1]) else threading.Lock()
+    try:
+        return copy.deepcopy(baseline, memo)
+    except Exception:
+        return None
+
+
+def new_turn_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _synthesize_all(tts: TTS, text: str, prosody: Prosody | None) -> bytes:
+    return b"".join(tts.synthesize(text, prosody))
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first real exception inside (nested) exception groups, e.g. from the turn's TaskGroup."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
