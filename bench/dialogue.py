@@ -89,7 +89,7 @@ async def one_turn(model: LocalChatModel, text: str, perception: PerceptionSumma
 
 async def engine_turn(engine: DialogueEngine, turn_id: str, text: str, label: str, valence: float,
                       arousal: float) -> dict[str, float | str]:  # fmt: skip
-    """One turn through DialogueEngine.reply, as voice/session.py consumes it."""
+    """One turn through DialogueEngine.reply, as voice/pipeline.py consumes it."""
     emotion = Emotion(label=label, scores={label: 1.0}, valence=valence, arousal=arousal)
     perception = Perception(transcript=text, emotion=emotion, reasoning="bench", model="bench")
     splitter = SentenceSplitter()

@@ -34,7 +34,6 @@ from websockets.exceptions import ConnectionClosed
 
 from voice import protocol as proto
 from voice.pipeline import Turn, TurnPipeline
-from voice.pipeline import copy_baseline as _copy_baseline  # noqa: F401  (also importable from here)
 from voice.protocol import ErrorCode, ProtocolError
 from voice.records import TurnRecorder
 from voice.resample import StreamingResampler

@@ -194,7 +194,7 @@ def test_speaker_normalised_input_follows_the_conversation(perceiver, audio) -> 
     """The model hears each turn against the speaker so far: the same audio is normalised differently
     after other turns, the baseline's stream statistics grow, and a copy of it (as the voice session
     takes for a turn that may be dropped) leaves the original untouched."""
-    from voice.session import _copy_baseline
+    from voice.pipeline import copy_baseline as _copy_baseline
 
     baseline = perceiver.new_baseline()
     assert baseline.features is not None
