@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
@@ -67,4 +68,7 @@ class Services:
 def _dialogue_model_id(settings: Settings) -> str:
     """The id written on assistant trajectory records, e.g. ``local:smollm2-135m``."""
     d = settings.dialogue
+    if d.llm_backend == "reply":  # the bundled model with the reply adapter
+        adapter = Path(d.reply_adapter).name if d.reply_adapter else "empathetic-dialogues"
+        return f"reply:{d.local_model}+{adapter}"
     return f"{d.llm_backend}:{d.local_model if d.llm_backend == 'local' else d.openai_model}"

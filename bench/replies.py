@@ -42,7 +42,7 @@ from dialogue.nodes import reply_limits  # noqa: E402
 from dialogue.policies import choose_policy, get_policy  # noqa: E402
 from dialogue.reply_data import is_validation, read_conversations  # noqa: E402
 from dialogue.reply_format import reply_system_prompt  # noqa: E402
-from dialogue.reply_guard import is_copy, overlap, words  # noqa: E402
+from dialogue.reply_guard import is_copy, words  # noqa: E402
 from dialogue.state import EmotionTurn, PerceptionSummary  # noqa: E402
 from dialogue.text import ReplyShaper  # noqa: E402
 
@@ -161,9 +161,12 @@ class _Limits:  # reply_limits reads these two fields of the dialogue context
 
 
 def _recites(reply: str, system: str) -> bool:
-    if re.search(r"\b(policy|valence|arousal)\s*:", reply, re.I):
+    """The reply names its prompt's fields or persona, or shares a 4-word sequence with the system prompt."""
+    if re.search(r"\b(policy|valence|arousal)\s*:|\bemo\b|\bemojis\b|\bmarkdown\b", reply, re.I):
         return True
-    return any(overlap(reply, line) >= 0.5 for line in system.splitlines() if len(words(line)) >= 4)
+    r, s = words(reply), words(system)
+    system_grams = {tuple(s[i : i + 4]) for i in range(len(s) - 3)}
+    return any(tuple(r[i : i + 4]) in system_grams for i in range(len(r) - 3))
 
 
 def summarize(rows: list[dict], embedder: Embedder) -> dict:

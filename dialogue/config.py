@@ -18,7 +18,7 @@ class DialogueSettings(BaseModel):
     # shipped in dialogue/assets/reply) on CTranslate2, conditioned on the policy and the perception;
     # "local": the bundled SmolLM2-135M-Instruct through transformers with prose prompts; "openai": any
     # OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp server) at ``openai_base_url``.
-    llm_backend: Literal["reply", "local", "openai"] = "local"
+    llm_backend: Literal["reply", "local", "openai"] = "reply"
     # The reply model's LoRA adapter (``emo-agent train-dialogue``'s OUT/final); empty: the shipped one.
     reply_adapter: str = ""
     local_model: str = "smollm2-135m"
@@ -28,8 +28,9 @@ class DialogueSettings(BaseModel):
     max_new_tokens: int = 60
     temperature: float = 0.7
     seed: int = 0
-    # Turns of history given to the LLM.
-    history_turns: int = 6
+    # Earlier exchanges the LLM sees (older ones are in the running summary). The reply model was trained with
+    # two; a small model uses a short window best, and each exchange lengthens the prompt to prefill.
+    history_turns: int = 2
     # Seconds a session's history lives in Redis after its last turn (0: forever).
     session_ttl_s: int = 7 * 24 * 3600
     # Dialogue extensions to load, as "module:function" (see docs/extending.md), e.g.

@@ -7,7 +7,8 @@ On a 2-core CPU, one thread, SmolLM2-135M int8 decodes at about 40 tokens/s with
 streaming, cancellation and generation thread) with a decoding guard: every 4-token sequence of the user's
 turn, of the earlier replies in view and of the system line is suppressed (CTranslate2's
 ``suppress_sequences``), and no 3-gram repeats within the reply, so it cannot copy the user, repeat itself
-or recite its prompt.
+or recite its prompt. Under the policies that answer upset turns (empathize, de_escalate) cheerful words
+("great", "glad", ...) are suppressed too.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from langchain_core.messages import BaseMessage
 
 from dialogue.llm_weights import CONTROL_STRINGS, _role, sanitize_content
 from dialogue.local_llm import LocalChatModel
-from dialogue.reply_guard import BLOCK_N, blocked_sequences
+from dialogue.reply_guard import BLOCK_N, GENTLE_POLICIES, UPBEAT_WORDS, blocked_sequences
 from perception.bundled_lm import _lock_file, convert_bundled_model
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,14 @@ class ReplyChatModel(LocalChatModel):
             for line in text.splitlines():
                 if line.strip():
                     token_lists += [tokenize(" " + line.strip()), tokenize(line.strip())]
-        return blocked_sequences(token_lists, BLOCK_N)
+        blocked = blocked_sequences(token_lists, BLOCK_N)
+        system = next((str(m.content) for m in messages if _role(m) == "system"), "")
+        policy = system.split(";", 1)[0].removeprefix("policy:").strip()
+        if policy in GENTLE_POLICIES:  # no cheering at someone upset (dialogue.reply_guard.UPBEAT_WORDS)
+            for word in UPBEAT_WORDS:
+                for form in (word, word.capitalize()):
+                    blocked += [tokenize(" " + form), tokenize(form)]
+        return blocked
 
     def _token_pieces(
         self,

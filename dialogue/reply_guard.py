@@ -14,6 +14,14 @@ COPY_SHARE = 0.5
 BLOCK_N = 4  # token n-grams of the user's turn and earlier replies that decoding may not repeat
 
 
+# Cheerful words a reply to someone upset must not use ("great", said to a sad person, is not heard as
+# kind). Blocked while decoding under the policies that answer negative turns.
+UPBEAT_WORDS: tuple[str, ...] = (
+    "great", "wonderful", "glad", "fantastic", "awesome", "amazing", "congratulations"
+)  # fmt: skip
+GENTLE_POLICIES: frozenset[str] = frozenset({"empathize", "de_escalate"})
+
+
 def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 

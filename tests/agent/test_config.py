@@ -14,7 +14,7 @@ def test_defaults_are_the_embedded_offline_setup(monkeypatch: pytest.MonkeyPatch
     s = Settings(_env_file=None)
     assert s.port == 8765 and s.redis_url == "redis://127.0.0.1:6379/0"
     assert s.perception.asr_model == "tiny.en"
-    assert s.dialogue.llm_backend == "local"
+    assert s.dialogue.llm_backend == "reply"
 
 
 def test_environment_overrides_nested_fields(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -143,3 +143,39 @@ def test_the_guard_covers_earlier_replies_and_the_system_line(bundled_on_ct2) ->
     assert tuple(earlier[:4]) in blocked
     system = loaded.tokenizer.tokenize(" policy: empathize; feeling: sad")
     assert tuple(system[:4]) in blocked
+
+
+@pytest.mark.slow
+def test_the_shipped_reply_model_answers_a_sad_turn_gently() -> None:
+    from dialogue.reply_engine import SHIPPED_ADAPTER, ReplyChatModel
+
+    for name in ("adapter_config.json", "adapter_model.safetensors", "training.json"):
+        assert (SHIPPED_ADAPTER / name).is_file(), name
+    attribution = (SHIPPED_ADAPTER / "ATTRIBUTION.md").read_text()
+    assert "EmpatheticDialogues" in attribution and "CC BY 4.0" in attribution and "CC BY-NC" in attribution
+    assert (SHIPPED_ADAPTER / "adapter_model.safetensors").stat().st_size < 30e6
+    model = ReplyChatModel(max_new_tokens=40)
+    assert model.conditioned
+    sad = PerceptionSummary(label="sad", scores={"sad": 0.9}, valence=-0.7, arousal=-0.3)
+    for i, text in enumerate(
+        ["My dog died this morning.", "I failed my driving test again.", "I feel so alone since I moved."]
+    ):
+        messages = [SystemMessage(reply_system_prompt("empathize", sad)), HumanMessage(text)]
+        reply = model.model_copy(update={"seed": i}).invoke(messages).content
+        assert reply.strip(), text
+        assert not any(word in reply.lower() for word in UPBEAT), reply
+        assert not is_copy(reply, [text]), reply
+        assert "policy" not in reply.lower() and "valence" not in reply.lower(), reply
+
+
+@pytest.mark.slow
+def test_gentle_policies_block_cheerful_words(bundled_on_ct2) -> None:
+    loaded = bundled_on_ct2.load()
+    great = tuple(loaded.tokenizer.tokenize(" great"))
+
+    def blocked(policy: str) -> set:
+        messages = [SystemMessage(f"policy: {policy}; feeling: sad"), HumanMessage("my cat is ill")]
+        return {tuple(s) for s in bundled_on_ct2.guard_sequences(loaded, messages)}
+
+    assert great in blocked("empathize") and great in blocked("de_escalate")
+    assert great not in blocked("encourage")
