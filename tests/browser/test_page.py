@@ -12,6 +12,8 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from perception.evaluation import word_error_rate
+
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -59,8 +61,9 @@ def test_page_completes_a_spoken_turn(server, fake_mic: Path, tmp_path: Path) ->
             page.goto(server.http_url + "/")
             page.click("#start")
             done = page.wait_for_selector('.turn[data-state="done"]', timeout=240_000)
-            text = done.inner_text().lower()
-            assert "o'clock" in text  # the transcript of the spoken clip ("It's 11 o'clock.")
+            heard = done.query_selector(".transcript").inner_text()
+            # the spoken clip says "It's eleven o'clock."; a margin, not one tiny-ASR word: WER <= 0.5
+            assert word_error_rate(["It's eleven o'clock."], [heard]) <= 0.5, heard
             assert done.query_selector(".emotion-label").inner_text().strip()
             assert done.query_selector(".reasoning").inner_text().strip()
             assert done.query_selector(".reply").inner_text().strip()

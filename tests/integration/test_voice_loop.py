@@ -18,6 +18,7 @@ import soundfile as sf
 from websockets.asyncio.client import connect
 
 from agent.trajectory import TrajectoryLog
+from perception.evaluation import word_error_rate
 from perception.types import LABELS, Perception
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -95,7 +96,9 @@ async def test_spoken_turn_end_to_end(server, clip: Path, redis_url: str) -> Non
         perception = Perception.model_validate(
             {k: v for k, v in perception_event.items() if k not in ("type", "turn_id")}
         )
-        assert "o'clock" in perception.transcript.lower()
+        # the clip says "It's eleven o'clock."; a margin, not one tiny-ASR word (WER 0.22 on 360 clips)
+        heard = perception.transcript
+        assert word_error_rate(["It's eleven o'clock."], [heard]) <= 0.5, heard
         assert set(perception.emotion.scores) == set(LABELS)
         assert abs(sum(perception.emotion.scores.values()) - 1) < 1e-3
         assert perception.reasoning and perception.evidence
