@@ -67,9 +67,10 @@ def rss_mb(pid: int) -> dict[str, float]:
     return out
 
 
-async def speak_turn(ws, audio: np.ndarray, end_s: float) -> dict[str, float]:
+async def speak_turn(ws, audio: np.ndarray, end_s: float) -> dict:
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
     marks: dict[str, float] = {}
+    heard: dict[str, str] = {}  # what the session said: transcript, label, policy, reply
     done = asyncio.Event()
 
     async def receive() -> None:
@@ -84,6 +85,11 @@ async def speak_turn(ws, audio: np.ndarray, end_s: float) -> dict[str, float]:
             if kind == "error":
                 raise RuntimeError(event)
             marks.setdefault(kind, now)
+            if kind == "user.perception":
+                heard["transcript"] = event.get("transcript", "")
+                heard["label"] = event.get("emotion", {}).get("label", "")
+            elif kind == "assistant.text":
+                heard["reply"], heard["policy"] = event.get("text", ""), event.get("policy", "")
             if kind == "assistant.done":
                 done.set()
                 return
@@ -117,6 +123,7 @@ async def speak_turn(ws, audio: np.ndarray, end_s: float) -> dict[str, float]:
         "llm_first_text": marks.get("assistant.delta", marks.get("assistant.text", end))
         - marks["user.perception"],
         "tts_first_audio": marks["first_audio"] - marks.get("assistant.delta", marks["user.perception"]),
+        **heard,
     }
 
 
@@ -153,7 +160,9 @@ async def run(args: argparse.Namespace) -> dict:
                 result["clip"] = path.name
                 turns.append(result)
                 print(
-                    f"turn {n}: {path.name:28s} end->first audio {result['end_to_first_audio']:.3f} s",
+                    f"turn {n}: {path.name:28s} end->first audio {result['end_to_first_audio']:.3f} s  "
+                    f"[{result.get('label')}/{result.get('policy')}] {result.get('transcript')!r} -> "
+                    f"{result.get('reply')!r}",
                     file=sys.stderr,
                 )
                 await asyncio.sleep(0.5)

@@ -5,10 +5,10 @@ On a 2-core CPU, one thread, SmolLM2-135M int8 decodes at about 40 tokens/s with
 60-120 ms, against about 9 tokens/s for the transformers loop (``bench/replies.py`` measures both).
 :class:`ReplyChatModel` is a LangChain chat model (it reuses :class:`dialogue.local_llm.LocalChatModel`'s
 streaming, cancellation and generation thread) with a decoding guard: every 4-token sequence of the user's
-turn, of the earlier replies in view and of the system line is suppressed (CTranslate2's
-``suppress_sequences``), and no 3-gram repeats within the reply, so it cannot copy the user, repeat itself
-or recite its prompt. Under the policies that answer upset turns (empathize, de_escalate) cheerful words
-("great", "glad", ...) are suppressed too.
+turns in view (and the summary of older ones), of the earlier replies and of the system line is suppressed
+(CTranslate2's ``suppress_sequences``), and no 3-gram repeats within the reply, so it cannot copy the user,
+repeat itself or recite its prompt. Under the policies that answer upset turns (empathize, de_escalate)
+cheerful words ("great", "glad", ...) are suppressed too.
 """
 
 from __future__ import annotations
@@ -158,12 +158,10 @@ class ReplyChatModel(LocalChatModel):
         return loaded.tokenizer.convert_ids_to_tokens([int(i) for i in ids])
 
     def guard_sequences(self, loaded: LoadedGenerator, messages: Sequence[BaseMessage]) -> list[list[str]]:
-        """The token sequences this reply may not produce: every :data:`BLOCK_N`-gram of the last user
-        turn, the earlier assistant turns and the system message, tokenised as they would be mid-reply."""
-        texts = [str(m.content) for m in messages if _role(m) in ("assistant", "system")]
-        users = [str(m.content) for m in messages if _role(m) == "user"]
-        if users:
-            texts.append(users[-1])
+        """The token sequences this reply may not produce: every :data:`BLOCK_N`-gram of the user turns in
+        view (the running summary of older ones included), the earlier assistant turns and the system
+        message, tokenised as they would be mid-reply."""
+        texts = [str(m.content) for m in messages]
         tokenize = loaded.tokenizer.tokenize
         token_lists = []
         for text in texts:

@@ -179,3 +179,17 @@ def test_gentle_policies_block_cheerful_words(bundled_on_ct2) -> None:
 
     assert great in blocked("empathize") and great in blocked("de_escalate")
     assert great not in blocked("encourage")
+
+
+@pytest.mark.slow
+def test_the_guard_covers_every_user_turn_in_view(bundled_on_ct2) -> None:
+    loaded = bundled_on_ct2.load()
+    messages = [
+        SystemMessage("policy: neutral; feeling: calm"),
+        HumanMessage("(Earlier: the user said don't forget a jacket.)\n\nWe stop in a few minutes."),
+        AIMessage("Where are you going?"),
+        HumanMessage("To the lake."),
+    ]
+    blocked = {tuple(s) for s in bundled_on_ct2.guard_sequences(loaded, messages)}
+    older = loaded.tokenizer.tokenize(" don't forget a jacket.")
+    assert tuple(older[:4]) in blocked
