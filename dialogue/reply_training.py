@@ -48,7 +48,7 @@ class ReplyTrainConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     # LoRA on the upper layers only: backpropagation stops at the lowest adapted layer, which makes a step
-    # on a CPU about 40 % cheaper than adapting all 30 (the style of a reply lives high in the stack).
+    # on a CPU 28 % cheaper than adapting all 30 (4.8 s against 6.6 s a step of 8 here, measured).
     first_lora_layer: int = 14
     max_prompt_tokens: int = 96
     max_target_tokens: int = 32
