@@ -13,18 +13,11 @@ Policies the model was not trained on (extensions) add their own instruction aft
 
 from __future__ import annotations
 
+from dialogue.prompts import _FEELINGS  # how a label is said, shared with the prose prompts
 from dialogue.state import PerceptionSummary
 
 TRAINED_POLICIES = ("de_escalate", "empathize", "encourage", "neutral")
 
-_FEELINGS = {
-    "angry": "angry",
-    "disgust": "disgusted",
-    "fear": "afraid",
-    "happy": "happy",
-    "neutral": "calm",
-    "sad": "sad",
-}
 
 
 def conditioning_line(policy: str, label: str | None, valence: float | None, arousal: float | None) -> str:
