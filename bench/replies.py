@@ -12,7 +12,13 @@ conversation window and reply shaping as :func:`dialogue.nodes.respond`. Systems
   loop (the ``local`` backend);
 * ``reply``: the fine-tuned reply model with its conditioning line, on CTranslate2, with the decoding
   guard (the ``reply`` backend);
-* ``generic``: always "I'm sorry to hear that. Can you tell me more about it?".
+* ``generic``: always "I'm sorry to hear that. Can you tell me more about it?";
+* ``served`` (when asked for): the product itself, ``emo-agent serve`` with its defaults started as a
+  process, each conversation typed into its own websocket session (its perception is then the product's
+  reading of the words, not the conversation's label; TTS is off so a reply ends with its text).
+
+``--offset`` picks another slice of the held-out conversations: decoding settings are tuned on one slice
+(``--offset 30 --conversations 40``) and reported on another (the first 30).
 
 Per system: echo rate (reply mostly the user's last turn), repeat rate (mostly an earlier reply of the
 session), upbeat words said to negative turns, prompt recitation (reply mostly a line of its system
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -76,9 +83,10 @@ class Embedder:
         return torch.nn.functional.normalize(pooled, dim=-1)
 
 
-def sessions(data: Path, n: int) -> list[list[dict]]:
+def sessions(data: Path, n: int, offset: int = 0) -> list[list[dict]]:
+    """``n`` held-out conversations, from the ``offset``-th in id order (tune on one slice, report another)."""
     conversations = read_conversations(data)
-    ids = sorted(c for c in conversations if is_validation(c))[:n]
+    ids = sorted(c for c in conversations if is_validation(c))[offset : offset + n]
     return [conversations[c] for c in ids]
 
 
@@ -160,6 +168,74 @@ class _Limits:  # reply_limits reads these two fields of the dialogue context
     max_new_tokens = 60
 
 
+async def _served_rows(ws_url: str, conversations: list[list[dict]]) -> list[dict]:
+    """Every conversation typed into its own session of a running server, as a user would."""
+    from websockets.asyncio.client import connect
+
+    rows = []
+    for turns in conversations:
+        mapped = map_emotion(turns[0]["emotion"])
+        if mapped is None:
+            continue
+        label = mapped[0]
+        replies: list[str] = []
+        async with connect(ws_url, max_size=None) as ws:
+            await ws.send(json.dumps({"type": "session.start", "sample_rate": 16000, "consent": False}))
+            json.loads(await ws.recv())
+            for i, row in enumerate(turns):
+                if row["speaker"] != "speaker":
+                    continue
+                user = " ".join(row["text"].replace("_comma_", ",").split())
+                human = next((t for t in turns[i + 1 :] if t["speaker"] == "listener"), None)
+                started = time.perf_counter()
+                await ws.send(json.dumps({"type": "input.text", "text": user}))
+                first, text, policy = None, "", ""
+                while True:
+                    event = json.loads(await ws.recv())
+                    kind = event["type"]
+                    if kind == "assistant.delta" and first is None:
+                        first = time.perf_counter() - started
+                    elif kind == "assistant.text":
+                        text, policy = event["text"], event.get("policy", "")
+                    elif kind == "error":
+                        raise RuntimeError(f"the server answered an error: {event}")
+                    elif kind == "assistant.done":
+                        break
+                if policy == "safety":
+                    continue
+                rows.append(
+                    {
+                        "system": "served",
+                        "label": label,
+                        "policy": policy,
+                        "user": user,
+                        "reply": text,
+                        "human": None if human is None else human["text"].replace("_comma_", ","),
+                        "echo": is_copy(text, [user]),
+                        "repeat": is_copy(text, replies),
+                        "upbeat_to_negative": label in NEGATIVE_LABELS and bool(UPBEAT.search(text)),
+                        "recites_prompt": _recites(text, ""),
+                        "words": len(words(text)),
+                        # typed turn received -> first text: the lexicon perception, the policy and the LLM
+                        "first_token_ms": None if first is None else round(first * 1000, 1),
+                        "tokens_per_s": None,
+                    }
+                )
+                replies.append(text)
+    return rows
+
+
+def run_served(conversations: list[list[dict]], port: int, redis_url: str) -> list[dict]:
+    """The ``served`` system: ``emo-agent serve`` with its defaults (TTS off: the words are measured, and
+    a reply then ends as soon as its text is complete), every conversation typed over the websocket."""
+    import asyncio
+
+    from bench.server import served
+
+    with served(port, redis_url, env={"EMO_VOICE__TTS_ENABLED": "false"}) as server:
+        return asyncio.run(_served_rows(server.ws_url, conversations))
+
+
 def _recites(reply: str, system: str) -> bool:
     """The reply names its prompt's fields or persona, or shares a 4-word sequence with the system prompt."""
     if re.search(r"\b(policy|valence|arousal)\s*:|\bemo\b|\bemojis\b|\bmarkdown\b", reply, re.I):
@@ -200,28 +276,56 @@ def main() -> int:
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "empathetic-dialogues"))
     parser.add_argument("--conversations", type=int, default=40)
     parser.add_argument("--adapter", default="", help="reply adapter (default: the shipped one)")
-    parser.add_argument("--systems", default="bundled,reply,generic")
+    parser.add_argument(
+        "--systems",
+        default="bundled,reply,generic",
+        help="comma-separated; 'served' adds the running product typed to over the websocket",
+    )
+    parser.add_argument("--port", type=int, default=8797, help="the served system's port")
+    parser.add_argument("--redis", default=os.environ.get("EMO_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument(
+        "--offset", type=int, default=0, help="skip this many held-out conversations (a tuning slice)"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature (default: the product's)"
+    )
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "replies.json"))
     args = parser.parse_args()
 
     from dialogue.local_llm import LocalChatModel
     from dialogue.reply_engine import SHIPPED_ADAPTER, ReplyChatModel
 
-    conversations = sessions(Path(args.data), args.conversations)
+    from dialogue.config import DialogueSettings
+
+    defaults = DialogueSettings()
+    bundled_t = defaults.temperature if args.temperature is None else args.temperature
+    reply_t = defaults.reply_temperature if args.temperature is None else args.temperature
+    conversations = sessions(Path(args.data), args.conversations, args.offset)
+    adapter = Path(args.adapter) if args.adapter else SHIPPED_ADAPTER
     builders = {
-        "bundled": lambda: LocalChatModel(),
-        "reply": lambda: ReplyChatModel(adapter=Path(args.adapter) if args.adapter else SHIPPED_ADAPTER),
+        "bundled": lambda: LocalChatModel(temperature=bundled_t),
+        "reply": lambda: ReplyChatModel(adapter=adapter, temperature=reply_t),
         "generic": lambda: None,
+        "served": lambda: None,
     }
     embedder = Embedder()
-    result: dict = {"conversations": len(conversations), "systems": {}, "samples": {}}
+    result: dict = {
+        "conversations": len(conversations),
+        "offset": args.offset,
+        "temperature": {"bundled": bundled_t, "reply": reply_t},
+        "systems": {},
+        "samples": {},
+    }
     for name in args.systems.split(","):
         llm = builders[name]()
         if llm is not None:
             llm.load()
             llm.warm_up()
         print(f"{name} ...", file=sys.stderr)
-        rows = run_system(name, llm, conversations)
+        if name == "served":
+            rows = run_served(conversations, args.port, args.redis)
+        else:
+            rows = run_system(name, llm, conversations)
         result["systems"][name] = summarize(rows, embedder)
         result["samples"][name] = rows[:12]
     generic = result["systems"].get("generic", {}).get("similarity_to_human")

@@ -93,7 +93,7 @@ def build_chat_model(settings: DialogueSettings | Any, cache_dir: Path | None = 
             adapter=Path(dialogue.reply_adapter) if dialogue.reply_adapter else SHIPPED_ADAPTER,
             cache_dir=cache_dir,
             max_new_tokens=dialogue.max_new_tokens,
-            temperature=dialogue.temperature,
+            temperature=dialogue.reply_temperature,
             seed=dialogue.seed,
         )
     return LocalChatModel(
