@@ -84,7 +84,7 @@ class Embedder:
 
 
 def sessions(data: Path, n: int, offset: int = 0) -> list[list[dict]]:
-    """``n`` held-out conversations, from the ``offset``-th in id order (tune on one slice, report another)."""
+    """``n`` held-out conversations from the ``offset``-th in id order (tune on one slice, report another)."""
     conversations = read_conversations(data)
     ids = sorted(c for c in conversations if is_validation(c))[offset : offset + n]
     return [conversations[c] for c in ids]
@@ -292,10 +292,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "replies.json"))
     args = parser.parse_args()
 
+    from dialogue.config import DialogueSettings
     from dialogue.local_llm import LocalChatModel
     from dialogue.reply_engine import SHIPPED_ADAPTER, ReplyChatModel
-
-    from dialogue.config import DialogueSettings
 
     defaults = DialogueSettings()
     bundled_t = defaults.temperature if args.temperature is None else args.temperature
@@ -334,8 +333,18 @@ def main() -> int:
             s["similarity_vs_generic"] = round(s["similarity_to_human"] / generic, 3)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    keys = ["replies", "echo_rate", "repeat_rate", "upbeat_to_negative", "prompt_recitation", "median_words",
-            "similarity_to_human", "similarity_vs_generic", "first_token_ms_p50", "tokens_per_s_median"]
+    keys = [
+        "replies",
+        "echo_rate",
+        "repeat_rate",
+        "upbeat_to_negative",
+        "prompt_recitation",
+        "median_words",
+        "similarity_to_human",
+        "similarity_vs_generic",
+        "first_token_ms_p50",
+        "tokens_per_s_median",
+    ]
     print(f"{'':24s}" + "".join(f"{n:>12s}" for n in result["systems"]))
     for key in keys:
         print(f"{key:24s}" + "".join(f"{str(s.get(key, '')):>12s}" for s in result["systems"].values()))

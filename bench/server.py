@@ -34,7 +34,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def served(port: int, redis_url: str, env: dict[str, str] | None = None, timeout_s: float = 300) -> Iterator[Server]:
+def served(
+    port: int, redis_url: str, env: dict[str, str] | None = None, timeout_s: float = 300
+) -> Iterator[Server]:
     """Start ``emo-agent serve --port PORT`` and wait until ``/health`` answers."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent", "serve", "--port", str(port)],

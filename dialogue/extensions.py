@@ -42,6 +42,8 @@ ENTRY_POINT_GROUP = "emo_agent.dialogue"
 
 class ExtensionError(Exception):
     """A configured or installed extension cannot be imported or refuses to register."""
+
+
 Hook = Literal["after_remember", "before_respond"]
 HOOKS: tuple[Hook, ...] = get_args(Hook)
 NodeFunction = Callable[..., Any]

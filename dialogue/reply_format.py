@@ -19,7 +19,6 @@ from dialogue.state import PerceptionSummary
 TRAINED_POLICIES = ("de_escalate", "empathize", "encourage", "neutral")
 
 
-
 def conditioning_line(policy: str, label: str | None, valence: float | None, arousal: float | None) -> str:
     """The system line for one reply (``label`` ``None``: a typed turn, no perception)."""
     feeling = _FEELINGS.get(label or "", "unknown")
