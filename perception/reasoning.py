@@ -263,3 +263,26 @@ def build_text_reasoning(label: str, scores: dict[str, float], text: str) -> Rea
         )
     )
     return out
+
+
+def text_model_sentence(
+    label: str, p: float, words: list[str], share: float | None = None
+) -> tuple[str, list[Evidence]]:
+    """The sentence citing the words the text model read ``label`` from (``share``: their weight in a
+    spoken turn's estimate; ``None`` for a typed turn, where the words are all there is)."""
+    shown = LABEL_DISPLAY.get(label, label)
+    adjective = LABEL_ADJECTIVE.get(label, label)
+    items = [
+        Evidence(kind="lexical", quote=w, claim=f"word carrying {adjective} in the text model") for w in words
+    ]
+    quoted = _join([f'"{w}"' for w in words]) if words else ""
+    if share is None:
+        if not words:
+            return f"Typed turn with no audio; its words read as {shown} ({p:.0%}).", []
+        return f"Typed turn with no audio; its words read as {shown} ({p:.0%}), carried by {quoted}.", items
+    if not words:
+        return f"The words read as {shown} ({p:.0%}) and weigh {share:.0%} in the estimate.", []
+    return (
+        f"The words read as {shown} ({p:.0%}), carried by {quoted}, and weigh {share:.0%} in the estimate.",
+        items,
+    )

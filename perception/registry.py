@@ -60,7 +60,21 @@ def build_perceiver(settings: PerceptionSettings | None = None) -> Perceiver:
         raise PerceptionError(
             f"unknown perception estimator '{settings.estimator}' (known: {', '.join(known_perceivers())})"
         )
-    return factory(settings)
+    perceiver = factory(settings)
+    attach_text_model(perceiver, settings)
+    return perceiver
+
+
+def attach_text_model(perceiver: Perceiver, settings: PerceptionSettings) -> None:
+    """Give ``perceiver`` the text-emotion model ``settings.text_model`` names (none for "none")."""
+    name = settings.text_model.strip()
+    if name.lower() in ("", "none", "off"):
+        perceiver.text_model = None
+        return
+    from perception.text_emotion import TextEmotionModel
+
+    perceiver.text_model = TextEmotionModel.load(None if name.lower() == "shipped" else name)
+    perceiver.text_weight = settings.text_weight
 
 
 def _classical(settings: PerceptionSettings) -> Perceiver:

@@ -68,8 +68,8 @@ def test_short_and_silent_turns_are_rejected(perceiver) -> None:
 
 
 def test_typed_turn(perceiver) -> None:
-    perception = perceiver.perceive_text("I'm so scared about tomorrow")
-    assert perception.emotion.label in LABELS
+    text = "I'm so scared about tomorrow"
+    perception = perceiver.perceive_text(text)  # read by the shipped text-emotion model
+    assert perception.emotion.label in LABELS and perception.emotion.valence < 0
     assert "no audio" in perception.reasoning
-    assert [e.quote for e in perception.evidence] == ["scared"]
-    assert all(e.kind == "lexical" for e in perception.evidence)
+    assert perception.evidence and all(e.kind == "lexical" and e.quote in text for e in perception.evidence)
