@@ -67,6 +67,8 @@ def build_perceiver(settings: PerceptionSettings | None = None) -> Perceiver:
 
 def attach_text_model(perceiver: Perceiver, settings: PerceptionSettings) -> None:
     """Give ``perceiver`` the text-emotion model ``settings.text_model`` names (none for "none")."""
+    if not isinstance(perceiver, Perceiver):  # a factory's own object: it reads words its own way
+        return
     name = settings.text_model.strip()
     if name.lower() in ("", "none", "off"):
         perceiver.text_model = None
