@@ -269,6 +269,11 @@ def describe(item: TimedEvent) -> str | None:
         return f"{head}  {ev.get('code')}: {ev.get('message')}"
     if kind == "session.started":
         return f"{head}  {ev.get('session_id')} resumed={ev.get('resumed')}"
+    if kind == "metrics":
+        lat = ev.get("latency_ms", {})
+        keys = ("perception", "llm_first_token", "first_audio_byte", "total")
+        stages = ", ".join(f"{k} {lat[k]:.0f}" for k in keys if k in lat)
+        return f"{head}  {ev.get('outcome')}: {stages} ms"
     return head
 
 

@@ -12,6 +12,10 @@ turn task) and a reply failing after it had begun both send ``assistant.interrup
 tell the dialogue engine (``mark_interrupted``) and log the turn as interrupted. Every turn that reached the
 reply is logged as two records (:mod:`voice.records`), unless the session has no consent.
 
+Every turn is reported once, when it ends (done, interrupted or failed), to the server's
+:class:`~voice.metrics.VoiceMetrics`; a turn whose ``user.perception`` was sent also ends with a
+``metrics`` event carrying its latencies, after its ``assistant.done``, ``assistant.interrupted`` or error.
+
 Perceptions update the speaker baseline one at a time, each against a private copy that becomes the
 baseline only if its turn was not dropped meanwhile (the worker thread cannot be stopped).
 """
@@ -35,6 +39,7 @@ from dialogue.events import PolicyChosen, Prosody, ReplyDone, TextDelta
 from perception.base import AudioError, Perceiver, SpeakerBaseline
 from perception.types import Perception
 from voice import protocol as proto
+from voice.metrics import TurnOutcome, VoiceMetrics, turn_stages
 from voice.playback import Playback, pcm_frames
 from voice.protocol import ErrorCode
 from voice.records import TurnRecorder, assistant_record, user_record
@@ -96,6 +101,7 @@ class Turn:
     finished: bool = False  # assistant.done sent; only the trajectory record may still be being written
     cancelled: bool = False  # dropped by the session: its perception must not touch the speaker baseline
     closing: asyncio.Task[None] | None = None  # the session's interruption of this turn, once begun
+    outcome: TurnOutcome | None = None  # set once the turn has ended and been reported (metrics)
 
     @classmethod
     def typed(cls, text: str) -> Turn:
@@ -135,6 +141,7 @@ class TurnPipeline:
         first_clause_chars: int,
         playback_lead_s: float,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        metrics: VoiceMetrics | None = None,
     ) -> None:
         self.session_id = session_id
         self._perceiver = perceiver
@@ -149,6 +156,7 @@ class TurnPipeline:
         self._first_clause_chars = first_clause_chars
         self._playback_lead_s = playback_lead_s
         self._log = logger
+        self._metrics = metrics if metrics is not None else VoiceMetrics()
 
     # ------------------------------------------------------------------------------------ the turn task
 
@@ -169,6 +177,7 @@ class TurnPipeline:
                 reply = turn.reply
                 if reply is not None and reply.begun:
                     await self._end_failed_reply(turn, reply)
+            self._report(turn, "failed")
         finally:
             self._on_speaking(turn, False)
 
@@ -194,6 +203,7 @@ class TurnPipeline:
         # Recorded before ``assistant.done``: a client that leaves right after it loses nothing.
         await self._record(turn, reply.final_text or reply.text, interrupted=False)
         self._out.send(proto.assistant_done_event(turn.turn_id))
+        self._report(turn, "done")
         self._on_speaking(turn, False)
 
     def _perceive(self, audio: np.ndarray, turn: Turn) -> Perception:
@@ -287,12 +297,14 @@ class TurnPipeline:
         reply = turn.reply
         if reply is None:
             self._log.info("turn %s cancelled before its reply", turn.turn_id)
+            self._report(turn, "interrupted", notify=False)
             return
         heard = reply.heard_text(now, speaking=self._tts is not None)
         self._log.info("turn %s interrupted; heard %r", turn.turn_id, heard)
         if notify:
             self._out.send(proto.assistant_interrupted_event(turn.turn_id, heard))
         await self._close_interrupted(turn, heard)
+        self._report(turn, "interrupted", notify=notify)
 
     async def _end_failed_reply(self, turn: Turn, reply: Reply) -> None:
         """A reply that failed after it had begun ends like an interrupted one: the client plays what it
@@ -335,7 +347,22 @@ class TurnPipeline:
         )
         await self._recorder.write(user, assistant, turn.audio)
 
+    def _report(self, turn: Turn, outcome: TurnOutcome, *, notify: bool = True) -> None:
+        """Report ``turn``'s end once: to the server's metrics and, when ``notify`` and the client knows the
+        turn (its ``user.perception`` was sent), as a ``metrics`` event with what was measured."""
+        if turn.outcome is not None:
+            return
+        turn.outcome = outcome
+        perception_ms = turn.perception.timings_ms if turn.perception is not None else {}
+        first_output = "first_audio_byte" if self._tts is not None else "llm_first_token"
+        self._metrics.observe_turn(
+            outcome, turn_stages(turn.latency_ms, perception_ms), turn.latency_ms.get(first_output)
+        )
+        if notify and turn.perception is not None:
+            self._out.send(proto.metrics_event(turn.turn_id, outcome, turn.latency_ms, perception_ms))
+
     def _send_error(self, code: str, message: str) -> None:
+        self._metrics.error(code)
         self._out.send(proto.error_event(code, message))
 
 

@@ -234,3 +234,24 @@ def assistant_interrupted_event(turn_id: str, heard_text: str) -> dict[str, Any]
 
 def error_event(code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message}
+
+
+def metrics_event(
+    turn_id: str,
+    outcome: str,
+    latency_ms: dict[str, float],
+    perception_ms: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """``metrics``: the latencies of one ended turn, the last event of that turn.
+
+    ``outcome`` is ``done``, ``interrupted`` or ``failed``; ``latency_ms`` holds every stage the turn reached
+    (ms since the user's turn ended, plus the dialogue engine's ``dialogue_*`` durations);
+    ``perception_ms`` the perceiver's own sub-stage durations (``asr``, ``acoustics``, ...).
+    """
+    return {
+        "type": "metrics",
+        "turn_id": turn_id,
+        "outcome": outcome,
+        "latency_ms": dict(latency_ms),
+        "perception_ms": dict(perception_ms or {}),
+    }

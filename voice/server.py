@@ -3,10 +3,11 @@
 ``GET /`` serves ``voice/web/index.html``, ``GET /<file>`` the other files under ``voice/web/``, ``GET
 /health`` answers ``200 ok``, ``GET /sessions/{id}/trajectory`` returns the session's trajectory log as JSON
 (``{"session_id", "schema_version", "turns": [export rows]}``; 404 when nothing was logged, e.g. a session
-without consent), ``/ws`` upgrades to the voice protocol (:mod:`voice.protocol`), one
-:class:`~voice.session.Session` per connection; anything else is 404. All of it is answered in
-``process_request``, before any websocket handshake. SIGTERM and SIGINT close the server (open sessions get
-a 1001 close) and ``serve`` returns once everything has closed.
+without consent), ``GET /metrics`` the server's Prometheus metrics (:mod:`voice.metrics`), ``/ws``
+upgrades to the voice protocol (:mod:`voice.protocol`), one :class:`~voice.session.Session` per
+connection; anything else is 404. All of it is answered in ``process_request``, before any websocket
+handshake. SIGTERM and SIGINT close the server (open sessions get a 1001 close) and ``serve`` returns once
+everything has closed.
 
     emo-agent serve --host 127.0.0.1 --port 8765       # the CLI calls run_server()
 """
@@ -28,6 +29,7 @@ from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from voice.metrics import VoiceMetrics
 from voice.protocol import MAX_SESSION_ID_CHARS
 from voice.records import SCHEMA_VERSION
 from voice.session import Session
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 WS_PATH = "/ws"
+METRICS_PATH = "/metrics"
 TRAJECTORY_PATH_RE = re.compile(rf"^/sessions/([A-Za-z0-9_.:\-]{{1,{MAX_SESSION_ID_CHARS}}})/trajectory$")
 CONTENT_TYPES: dict[str, str] = {
     ".html": "text/html; charset=utf-8",
@@ -109,13 +112,24 @@ async def trajectory_response(trajectory: TrajectoryReader, session_id: str) -> 
     return _json_response(200, {"session_id": session_id, "schema_version": SCHEMA_VERSION, "turns": rows})
 
 
+def metrics_response(metrics: VoiceMetrics, request: Request) -> Response:
+    """The ``/metrics`` answer: the Prometheus text format (OpenMetrics when ``Accept`` asks for it)."""
+    body, content_type = metrics.render(request.headers.get("Accept"))
+    return _response(200, body, content_type)
+
+
 def request_handler(
     trajectory: TrajectoryReader | None,
+    metrics: VoiceMetrics | None = None,
 ) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
-    """:func:`process_request` plus ``GET /sessions/{id}/trajectory`` read from ``trajectory``."""
+    """:func:`process_request` plus ``GET /sessions/{id}/trajectory`` read from ``trajectory`` and ``GET
+    /metrics`` from ``metrics``."""
 
     async def handle(connection: ServerConnection, request: Request) -> Response | None:
-        match = TRAJECTORY_PATH_RE.match(urlsplit(request.path).path)
+        path = urlsplit(request.path).path
+        if path == METRICS_PATH and metrics is not None:
+            return metrics_response(metrics, request)
+        match = TRAJECTORY_PATH_RE.match(path)
         if match is None or trajectory is None:
             return process_request(connection, request)
         try:
@@ -136,25 +150,31 @@ async def serve(
     vad: SileroVAD | None = None,
     playback_lead_s: float = 0.5,
     handle_signals: bool = True,
+    metrics: VoiceMetrics | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or cancellation); then close the server and wait until it has closed.
 
     ``ready`` is set once the socket listens. ``vad`` defaults to the bundled Silero model, loaded once and
     shared by all sessions. ``playback_lead_s`` bounds how far reply audio is sent ahead of real time.
+    ``metrics`` (served at ``/metrics``) defaults to a fresh :class:`~voice.metrics.VoiceMetrics` of this
+    server's own.
     """
     settings = services.settings.voice
     if vad is None:
         vad = await asyncio.to_thread(SileroVAD)
+    if metrics is None:
+        metrics = VoiceMetrics()
 
     async def handler(ws: ServerConnection) -> None:
         peer = ws.remote_address
         log.info("connection from %s", peer)
-        await Session(ws, services, settings, vad, playback_lead_s=playback_lead_s).run()
+        with metrics.connection():
+            await Session(ws, services, settings, vad, playback_lead_s=playback_lead_s, metrics=metrics).run()
 
     # Frames over max_message_bytes get an error event; only frames beyond this hard limit close the
     # connection (code 1009), since the library must buffer a frame before anyone can look at it.
     hard_limit = max(4 * settings.max_message_bytes, 1 << 16)
-    on_request = request_handler(getattr(services, "trajectory", None))
+    on_request = request_handler(getattr(services, "trajectory", None), metrics)
     async with ws_serve(handler, host, port, process_request=on_request, max_size=hard_limit) as server:
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []

@@ -33,6 +33,7 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed
 
 from voice import protocol as proto
+from voice.metrics import VoiceMetrics
 from voice.pipeline import Turn, TurnPipeline
 from voice.protocol import ErrorCode, ProtocolError
 from voice.records import TurnRecorder
@@ -99,8 +100,10 @@ class Session:
         vad: SileroVAD,
         *,
         playback_lead_s: float = 0.5,
+        metrics: VoiceMetrics | None = None,
     ) -> None:
         self._ws = ws
+        self._metrics = metrics if metrics is not None else VoiceMetrics()
         self._perceiver = services.perceiver
         self._dialogue = services.dialogue
         self._tts = services.tts if settings.tts_enabled else None
@@ -190,6 +193,7 @@ class Session:
         await self._out.queue.join()
 
     def _send_error(self, code: str, message: str) -> None:
+        self._metrics.error(code)
         self._out.send(proto.error_event(code, message))
 
     # -------------------------------------------------------------------------------------------- reading
@@ -240,6 +244,7 @@ class Session:
             first_clause_chars=self._settings.first_clause_chars,
             playback_lead_s=self._playback_lead_s,
             logger=self._log,
+            metrics=self._metrics,
         )
         self._resampler = StreamingResampler(msg.sample_rate, SAMPLE_RATE)
         turn_settings = TurnSettings.from_voice_settings(self._settings)

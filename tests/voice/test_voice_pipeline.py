@@ -76,7 +76,7 @@ async def test_a_turn_streams_perception_deltas_audio_text_then_done_and_is_reco
     turn = Turn.typed("hello")
     await rig.pipeline.run(turn)
     types = rig.outlet.types()
-    assert types[0] == "user.perception" and types[-1] == "assistant.done"
+    assert types[0] == "user.perception" and types[-2:] == ["assistant.done", "metrics"]
     assert types.index("assistant.text") < types.index("assistant.done")
     assert "".join(e["text"] for e in rig.outlet.events("assistant.delta")) == SHORT_REPLY
     assert all(i["turn_id"] == turn.turn_id for i in rig.outlet.items if isinstance(i, dict))
@@ -154,7 +154,7 @@ async def test_without_tts_the_streamed_text_counts_as_heard() -> None:
     rig = Rig(None)
     turn = Turn.typed("hello")
     await rig.pipeline.run(turn)
-    assert rig.outlet.audio_bytes() == 0 and rig.outlet.types()[-1] == "assistant.done"
+    assert rig.outlet.audio_bytes() == 0 and rig.outlet.types()[-2:] == ["assistant.done", "metrics"]
     assert rig.trajectory.records[1].transcript == SHORT_REPLY
     assert turn.reply is not None and turn.reply.heard_text(time.monotonic(), speaking=False) == SHORT_REPLY
 
@@ -162,7 +162,7 @@ async def test_without_tts_the_streamed_text_counts_as_heard() -> None:
 async def test_without_consent_nothing_is_recorded() -> None:
     rig = Rig(FakeTTS(seconds_per_word=0.01), consent=False)
     await rig.pipeline.run(Turn.typed("hello"))
-    assert rig.outlet.types()[-1] == "assistant.done" and rig.trajectory.records == []
+    assert rig.outlet.types()[-2:] == ["assistant.done", "metrics"] and rig.trajectory.records == []
 
 
 async def test_unusable_audio_is_an_audio_error_without_a_reply() -> None:
