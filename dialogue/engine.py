@@ -9,6 +9,11 @@ Cancellation: closing or cancelling a :meth:`DialogueEngine.reply` stream (barge
 one token and releases everything it held; the turn's user message stays recorded. Call
 :meth:`DialogueEngine.mark_interrupted` afterwards so the stored reply is what the user actually heard.
 Turns of one session are serialized; different sessions run concurrently.
+
+Forgetting: :meth:`DialogueEngine.forget_turn` undoes a session's latest turn altogether (the voice loop
+answers speculatively at a pause and drops the turn when the user goes on speaking). It forks the session's
+thread back to the checkpoint from before that turn (LangGraph's ``__copy__`` update), so every field any
+node wrote, extensions' too, is as it was.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextlib
 import logging
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +52,8 @@ log = logging.getLogger(__name__)
 
 # Redis key namespace of the dialogue checkpoints (``{prefix}:cp:{session_id}:...``).
 KEY_PREFIX = "emo:dialogue"
+# How many sessions' latest turn can be forgotten (:meth:`DialogueEngine.forget_turn`).
+FORGETTABLE_SESSIONS = 10_000
 
 
 class DialogueEngine:
@@ -56,6 +64,9 @@ class DialogueEngine:
         self.context = context
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._closed = False
+        # session id -> (its latest turn's id, the checkpoint config from before that turn; None: no history),
+        # for the most recently active sessions only
+        self._before_turn: OrderedDict[str, tuple[str, dict[str, Any] | None]] = OrderedDict()
 
     @classmethod
     async def create(
@@ -144,6 +155,11 @@ class DialogueEngine:
         final_text: str | None = None
 
         async with self._lock(session_id):
+            before = await self.graph.aget_state(self._config(session_id))
+            self._before_turn[session_id] = (turn_id, before.config if before.values else None)
+            self._before_turn.move_to_end(session_id)
+            while len(self._before_turn) > FORGETTABLE_SESSIONS:
+                self._before_turn.popitem(last=False)
             stream = self.graph.astream(
                 inputs,
                 self._config(session_id),
@@ -247,6 +263,24 @@ class DialogueEngine:
             elif present:
                 update["messages"] = [RemoveMessage(id=message_id)]
             await self.graph.aupdate_state(self._config(session_id), update, as_node="respond")
+
+    async def forget_turn(self, session_id: str, turn_id: str) -> bool:
+        """Undo ``turn_id`` altogether if it is the session's latest turn: the history is as before it
+        (the thread is forked back to the checkpoint from before it, or emptied if the turn was the first).
+        Returns whether anything was undone; any other turn is left alone."""
+        self._check_open()
+        async with self._lock(session_id):
+            latest = self._before_turn.get(session_id)
+            if latest is None or latest[0] != turn_id:
+                return False
+            del self._before_turn[session_id]
+            _, before = latest
+            if before is None:
+                await self.graph.checkpointer.adelete_thread(session_id)
+            else:
+                await self.graph.aupdate_state(before, None, as_node="__copy__")
+            log.info("session %s: turn %s forgotten", session_id, turn_id)
+            return True
 
     async def aclose(self) -> None:
         """Stop accepting calls. The Redis client belongs to the caller and stays open."""

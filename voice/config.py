@@ -24,6 +24,13 @@ class VoiceSettings(BaseModel):
     max_turn_s: float = 30.0
     # Speech during a reply that lasts this long interrupts the reply (barge-in).
     barge_in_ms: int = 300
+    # Silence after which the turn's perception and reply start speculatively, while the VAD waits for
+    # min_silence_ms to confirm the turn ended; nothing of it is sent before then, and speech resuming
+    # drops it unheard. 0: no speculation (work starts when the turn ends).
+    speculative_pause_ms: int = Field(default=200, ge=0)
+    # Stream the reply: speak its first clause while the rest is written. False: the whole reply text is
+    # generated before speech starts (the sequential reference the latency bench compares against).
+    stream_reply: bool = True
     # Largest accepted JSON text frame and typed turn.
     max_text_chars: int = 2000
     max_message_bytes: int = 1 << 20

@@ -17,7 +17,12 @@ Metrics (all times in seconds, as Prometheus expects; the ``metrics`` event carr
   reply text when TTS is off), what the user waits for;
 - ``emo_active_sessions`` (gauge): open ``/ws`` connections;
 - ``emo_turns_total{outcome}`` (counter): turns that ended ``done``, ``interrupted`` or ``failed``;
-- ``emo_errors_total{code}`` (counter): ``error`` events sent, by :class:`voice.protocol.ErrorCode`.
+- ``emo_errors_total{code}`` (counter): ``error`` events sent, by :class:`voice.protocol.ErrorCode`;
+- ``emo_speculative_turns_total{outcome}`` (counter): turns begun at a pause that were ``confirmed`` (the
+  user's turn had ended) or ``discarded`` (the user went on speaking).
+
+A stage reached before the turn ended (a speculative turn's perception, say) has a negative latency in the
+``metrics`` event; the histograms observe it as 0.
 """
 
 from __future__ import annotations
@@ -79,8 +84,16 @@ class VoiceMetrics:
         self.active_sessions = Gauge("emo_active_sessions", "Open /ws connections.", registry=r)
         self.turns = Counter("emo_turns", "Turns ended, by outcome.", ["outcome"], registry=r)
         self.errors = Counter("emo_errors", "error events sent to clients, by code.", ["code"], registry=r)
+        self.speculative = Counter(
+            "emo_speculative_turns",
+            "Turns begun at a pause, by whether the end of the user's turn confirmed them.",
+            ["outcome"],
+            registry=r,
+        )
         for outcome in OUTCOMES:  # present (at 0) from the first scrape, so rate() sees every series
             self.turns.labels(outcome=outcome)
+        for outcome in ("confirmed", "discarded"):
+            self.speculative.labels(outcome=outcome)
         self._stages: set[str] = set()
 
     @contextmanager
@@ -95,21 +108,24 @@ class VoiceMetrics:
     def error(self, code: str) -> None:
         self.errors.labels(code=code).inc()
 
+    def speculation(self, outcome: Literal["confirmed", "discarded"]) -> None:
+        self.speculative.labels(outcome=outcome).inc()
+
     def observe_turn(
         self, outcome: TurnOutcome, stages_ms: Mapping[str, float], end_to_end_ms: float | None
     ) -> None:
         """Count one ended turn and observe each of its stages (:func:`turn_stages`) that was reached."""
         self.turns.labels(outcome=outcome).inc()
         for stage, ms in stages_ms.items():
-            if not _STAGE_RE.match(stage) or ms < 0:
+            if not _STAGE_RE.match(stage):
                 continue
             if stage not in self._stages:
                 if len(self._stages) >= MAX_STAGES:
                     continue
                 self._stages.add(stage)
-            self.stage_seconds.labels(stage=stage).observe(ms / 1000)
-        if end_to_end_ms is not None and end_to_end_ms >= 0:
-            self.end_to_end_seconds.observe(end_to_end_ms / 1000)
+            self.stage_seconds.labels(stage=stage).observe(max(ms, 0.0) / 1000)
+        if end_to_end_ms is not None:
+            self.end_to_end_seconds.observe(max(end_to_end_ms, 0.0) / 1000)
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The scrape body and its content type: the Prometheus text format, or OpenMetrics when the

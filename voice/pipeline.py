@@ -12,6 +12,13 @@ turn task) and a reply failing after it had begun both send ``assistant.interrup
 tell the dialogue engine (``mark_interrupted``) and log the turn as interrupted. Every turn that reached the
 reply is logged as two records (:mod:`voice.records`), unless the session has no consent.
 
+A **speculative** turn (:meth:`Turn.speculative`) starts at a pause, before the VAD has confirmed the end
+of the user's turn: perception and the reply run, but nothing of the turn reaches the client, the speaker
+baseline or the turn's reporting until :meth:`TurnPipeline.confirm`. Events are held in order and sent at
+confirmation; reply audio waits there, so the playback clock starts when the client really gets it. A
+speculative turn dropped before confirmation (:meth:`TurnPipeline.discard`: the user went on speaking) is
+never heard: the dialogue engine forgets it (``forget_turn``) and the speaker baseline is restored.
+
 Every turn is reported once, when it ends (done, interrupted or failed), to the server's
 :class:`~voice.metrics.VoiceMetrics`; a turn whose ``user.perception`` was sent also ends with a
 ``metrics`` event carrying its latencies, after its ``assistant.done``, ``assistant.interrupted`` or error.
@@ -102,6 +109,16 @@ class Turn:
     cancelled: bool = False  # dropped by the session: its perception must not touch the speaker baseline
     closing: asyncio.Task[None] | None = None  # the session's interruption of this turn, once begun
     outcome: TurnOutcome | None = None  # set once the turn has ended and been reported (metrics)
+    # Speculative turns: what the client would have been sent, held in order until confirmation.
+    held: list[Callable[[], None]] | None = None
+    confirmed: asyncio.Event = field(default_factory=asyncio.Event)
+    marked: set[str] = field(default_factory=set)  # latency_ms keys measured from the end of the turn
+    baseline_before: SpeakerBaseline | None = None  # the baseline this turn's perception replaced
+    baseline_after: SpeakerBaseline | None = None
+
+    def __post_init__(self) -> None:
+        if self.held is None:
+            self.confirmed.set()
 
     @classmethod
     def typed(cls, text: str) -> Turn:
@@ -114,9 +131,23 @@ class Turn:
         """A spoken turn (16 kHz audio) that has just ended."""
         return cls(new_turn_id(), t_start_wall, t_end_wall, time.monotonic(), audio=audio)
 
+    @classmethod
+    def speculative(cls, audio: np.ndarray, t_start_wall: float, t_end_wall: float) -> Turn:
+        """A spoken turn that may have ended (a pause): worked on now, sent only once confirmed."""
+        return cls(new_turn_id(), t_start_wall, t_end_wall, time.monotonic(), audio=audio, held=[])
+
+    @property
+    def pending(self) -> bool:
+        """A speculative turn not (yet) confirmed."""
+        return not self.confirmed.is_set()
+
     def mark(self, stage: str) -> None:
-        """Record the latency of ``stage`` (ms since the turn ended), first occurrence only."""
-        self.latency_ms.setdefault(stage, round((time.monotonic() - self.t_end_mono) * 1000, 1))
+        """Record the latency of ``stage`` (ms since the turn ended), first occurrence only. Before a
+        speculative turn is confirmed it counts from the pause; confirmation re-bases it (negative: done
+        before the turn ended)."""
+        if stage not in self.latency_ms:
+            self.marked.add(stage)
+            self.latency_ms[stage] = round((time.monotonic() - self.t_end_mono) * 1000, 1)
 
 
 class TurnPipeline:
@@ -142,6 +173,7 @@ class TurnPipeline:
         playback_lead_s: float,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
         metrics: VoiceMetrics | None = None,
+        stream_reply: bool = True,
     ) -> None:
         self.session_id = session_id
         self._perceiver = perceiver
@@ -157,6 +189,7 @@ class TurnPipeline:
         self._playback_lead_s = playback_lead_s
         self._log = logger
         self._metrics = metrics if metrics is not None else VoiceMetrics()
+        self._stream_reply = stream_reply
 
     # ------------------------------------------------------------------------------------ the turn task
 
@@ -168,6 +201,7 @@ class TurnPipeline:
             raise
         except Exception as raised:
             exc = _first_leaf(raised)
+            await turn.confirmed.wait()  # a speculative turn's failure is the turn's only once confirmed
             if isinstance(exc, AudioError):
                 self._log.info("turn %s: unusable audio: %s", turn.turn_id, exc)
                 self._send_error(ErrorCode.AUDIO_ERROR, str(exc))
@@ -188,14 +222,16 @@ class TurnPipeline:
             perception = await asyncio.to_thread(self._perceiver.perceive_text, turn.text or "")
         turn.mark("perception")
         turn.perception = perception
-        self._out.send(proto.user_perception_event(turn.turn_id, perception))
+        self._send(turn, proto.user_perception_event(turn.turn_id, perception))
 
         turn.reply = reply = Reply(t_start_wall=time.time())
-        self._on_speaking(turn, True)
+        if not turn.pending:  # a speculative turn starts speaking at its confirmation
+            self._on_speaking(turn, True)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         async with asyncio.TaskGroup() as group:  # both children are owned by (and die with) the turn
             group.create_task(self._generate(turn, perception, sentences))
             group.create_task(self._speak(turn, sentences))
+        await turn.confirmed.wait()
         # Let the client finish playing what was sent before declaring the reply done.
         await asyncio.sleep(reply.playback.remaining(time.monotonic()))
         turn.mark("total")
@@ -216,8 +252,15 @@ class TurnPipeline:
                 return self._perceiver.perceive(audio, SAMPLE_RATE, live)
             perception = self._perceiver.perceive(audio, SAMPLE_RATE, private)
             if not turn.cancelled:
+                turn.baseline_before, turn.baseline_after = live, private
                 self.baseline = private
             return perception
+
+    def _restore_baseline(self, turn: Turn) -> None:
+        """Undo ``turn``'s update of the speaker baseline (once no perception is running)."""
+        with self._perceive_lock:
+            if turn.baseline_after is not None and self.baseline is turn.baseline_after:
+                self.baseline = turn.baseline_before
 
     async def _generate(
         self, turn: Turn, perception: Perception, sentences: asyncio.Queue[str | None]
@@ -225,7 +268,8 @@ class TurnPipeline:
         """Stream the dialogue reply: deltas out, whole sentences to the speaker, then ``assistant.text``."""
         assert turn.reply is not None
         reply = turn.reply
-        splitter = SentenceSplitter(first_clause_chars=self._first_clause_chars)
+        splitter = SentenceSplitter(first_clause_chars=self._first_clause_chars if self._stream_reply else 0)
+        whole: list[str] = []  # without streaming, the sentences wait for the whole reply
         stream: Any = self._dialogue.reply(self.session_id, turn.turn_id, perception.transcript, perception)
         if inspect.isawaitable(stream):
             stream = await stream
@@ -240,10 +284,13 @@ class TurnPipeline:
                     if self._tts is None and reply.first_output_wall is None:
                         reply.first_output_wall = time.time()
                     reply.text += event.text
-                    self._out.send(proto.assistant_delta_event(turn.turn_id, event.text))
+                    self._send(turn, proto.assistant_delta_event(turn.turn_id, event.text))
                     for sentence in splitter.push(event.text):
-                        turn.mark("first_sentence")
-                        await sentences.put(sentence)
+                        if self._stream_reply:
+                            turn.mark("first_sentence")
+                            await sentences.put(sentence)
+                        else:
+                            whole.append(sentence)
                 elif isinstance(event, ReplyDone):
                     reply.final_text = event.text
                     reply.policy = event.policy or reply.policy
@@ -255,15 +302,15 @@ class TurnPipeline:
                 await aclose()
         if not reply.text and reply.final_text:  # an engine that only reports the whole reply
             reply.text = reply.final_text
-            for sentence in splitter.push(reply.final_text):
-                await sentences.put(sentence)
+            whole.extend(splitter.push(reply.final_text))
         rest = splitter.finish()
-        if rest:
+        for sentence in [*whole, rest] if rest else whole:
             turn.mark("first_sentence")
-            await sentences.put(rest)
+            await sentences.put(sentence)
         await sentences.put(None)
         turn.mark("reply_text")
-        self._out.send(proto.assistant_text_event(turn.turn_id, reply.final_text or reply.text, reply.policy))
+        text = reply.final_text or reply.text
+        self._send(turn, proto.assistant_text_event(turn.turn_id, text, reply.policy))
 
     async def _speak(self, turn: Turn, sentences: asyncio.Queue[str | None]) -> None:
         """Synthesize sentences in order and send their PCM, paced to at most ``playback_lead_s`` ahead."""
@@ -278,6 +325,7 @@ class TurnPipeline:
                 continue
             rate = self._tts.sample_rate
             playback.add_sentence(sentence, len(pcm) / 2 / rate)
+            await turn.confirmed.wait()  # a speculative turn's audio waits for its confirmation
             for frame in pcm_frames(pcm, rate):
                 wait = playback.wait_before_frame(time.monotonic(), self._playback_lead_s)
                 if wait > 0:
@@ -287,6 +335,50 @@ class TurnPipeline:
                     reply.first_output_wall = time.time()
                 self._out.send_audio(frame, turn.turn_id)
                 playback.frame_sent(len(frame), rate)
+
+    # ------------------------------------------------------------------------------- speculative turns
+
+    def confirm(self, turn: Turn, t_end_wall: float) -> None:
+        """The speculative ``turn`` stands: the user's turn ended (at ``t_end_wall``) without speaking on.
+        Its latencies are re-based to now, what it held is sent in order, and its reply may speak."""
+        if not turn.pending:
+            return
+        now = time.monotonic()
+        lead_ms = round((now - turn.t_end_mono) * 1000, 1)
+        for stage in turn.marked:
+            turn.latency_ms[stage] = round(turn.latency_ms[stage] - lead_ms, 1)
+        turn.latency_ms["speculative_lead"] = lead_ms
+        turn.t_end_mono, turn.t_end_wall = now, t_end_wall
+        held, turn.held = turn.held or [], None
+        turn.confirmed.set()
+        self._metrics.speculation("confirmed")
+        self._log.info("turn %s confirmed (%d held, begun %.0f ms early)", turn.turn_id, len(held), lead_ms)
+        for send in held:
+            send()
+        if turn.reply is not None and turn.task is not None and not turn.task.done():
+            self._on_speaking(turn, True)
+
+    async def discard(self, turn: Turn) -> None:
+        """The speculative ``turn`` (its task already cancelled) is dropped unheard: nothing it held is sent,
+        the dialogue engine forgets it and the speaker baseline is as if it never ran."""
+        self._metrics.speculation("discarded")
+        self._log.info("speculative turn %s dropped: the user went on", turn.turn_id)
+        await asyncio.to_thread(self._restore_baseline, turn)
+        forget = getattr(self._dialogue, "forget_turn", None)
+        if forget is None:
+            self._log.warning("the dialogue engine cannot forget turn %s: its history keeps it", turn.turn_id)
+            return
+        try:
+            await forget(self.session_id, turn.turn_id)
+        except Exception:
+            self._log.exception("forget_turn failed")
+
+    def _send(self, turn: Turn, event: dict[str, Any]) -> None:
+        """Send one of ``turn``'s events now, or hold it until the speculative turn is confirmed."""
+        if turn.held is not None:
+            turn.held.append(lambda: self._out.send(event))
+        else:
+            self._out.send(event)
 
     # ------------------------------------------------------------------------------ turns that stop short
 

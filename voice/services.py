@@ -35,6 +35,11 @@ class DialogueLike(Protocol):
         """Keep only ``heard_text`` of the reply to ``turn_id`` in the history."""
         ...
 
+    async def forget_turn(self, session_id: str, turn_id: str) -> Any:
+        """Undo ``turn_id``, the session's latest turn, altogether (a speculative turn dropped unheard).
+        Optional: without it a dropped turn stays in the history."""
+        ...
+
 
 class TrajectoryLike(Protocol):
     """The trajectory log as a session writes it. The attributes ``consent_default``, ``keep_audio`` and

@@ -16,6 +16,12 @@ one is in progress, cancels the turn task; its audio still queued is dropped, an
 turn as interrupted (:mod:`voice.records`). A session whose ``consent`` (``session.start``, or the log's
 ``consent_default``) is false writes no record at all.
 
+Speculative turns: at a pause (``speculative_pause_ms`` of silence, :class:`~voice.turns.SpeechPaused`) the
+session starts the turn at once, as a speculative :class:`~voice.pipeline.Turn` whose output the pipeline
+holds. When the VAD then ends the turn without speech in between, the turn is confirmed and what it held
+goes out at once; when speech resumes (:class:`~voice.turns.SpeechResumed`), or another turn arrives, it
+is cancelled and discarded unheard. A reply is thus never sent to a turn the user had not finished.
+
 Every bad input becomes an ``error`` event and the connection stays open; a failing turn (unusable audio,
 a model error) becomes an ``error`` event too.
 """
@@ -41,6 +47,8 @@ from voice.resample import StreamingResampler
 from voice.turns import (
     SAMPLE_RATE,
     BargeIn,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     SpeechStopped,
     TurnDetector,
@@ -245,6 +253,7 @@ class Session:
             playback_lead_s=self._playback_lead_s,
             logger=self._log,
             metrics=self._metrics,
+            stream_reply=self._settings.stream_reply,
         )
         self._resampler = StreamingResampler(msg.sample_rate, SAMPLE_RATE)
         turn_settings = TurnSettings.from_voice_settings(self._settings)
@@ -317,6 +326,13 @@ class Session:
                 if turn is not None and turn.reply is not None:
                     self._log.info("barge-in during turn %s", turn.turn_id)
                     await self._interrupt_turn()
+            elif isinstance(event, SpeechPaused):
+                t_end = self._wall_time(event.t_end)
+                turn = Turn.speculative(event.audio, t_end - (event.t_end - event.t_start), t_end)
+                self._log.debug("pause: turn %s begins speculatively", turn.turn_id)
+                await self._start_turn(turn)
+            elif isinstance(event, SpeechResumed):
+                self._discard_speculative()
             elif isinstance(event, TurnEnded):
                 if event.reason != "flush":
                     self._vad_turn_since_flush = True
@@ -324,6 +340,13 @@ class Session:
                 # right when a client streams a file faster than real time).
                 t_end = self._wall_time(event.t_end)
                 t_start = t_end - (event.t_end - event.t_start)
+                pending = self._turn
+                if event.paused and pending is not None and pending.pending and pending.closing is None:
+                    self._log.info("turn %s ended (%s)", pending.turn_id, event.reason)
+                    assert self._pipeline is not None
+                    self._pipeline.confirm(pending, t_end)
+                    continue
+                self._discard_speculative()
                 turn = Turn.spoken(event.audio, t_start, t_end)
                 self._log.info("turn %s ended (%s, %.2f s)", turn.turn_id, event.reason, event.duration_s)
                 await self._start_turn(turn)
@@ -347,6 +370,13 @@ class Session:
         turn.task = asyncio.create_task(self._pipeline.run(turn), name=f"voice-turn-{turn.turn_id}")
         self._turn = turn
 
+    def _discard_speculative(self) -> None:
+        """Drop the speculative turn in progress, if any, in the background (a later turn waits for it)."""
+        turn = self._turn
+        if turn is not None and turn.pending and turn.closing is None:
+            closing = self._close_turn(turn, False)
+            turn.closing = asyncio.create_task(closing, name=f"voice-drop-{turn.turn_id}")
+
     async def _interrupt_turn(self, *, notify: bool = True) -> None:
         """Cancel the turn in progress, if any, and wait for it to unwind. If its reply had begun, the
         pipeline sends ``assistant.interrupted`` (when ``notify``), tells the dialogue engine and logs it.
@@ -366,6 +396,15 @@ class Session:
             self._turn = None
 
     async def _close_turn(self, turn: Turn, notify: bool) -> None:
+        assert self._pipeline is not None
+        if turn.pending:  # speculative and never confirmed: dropped unheard
+            turn.cancelled = True
+            self._out.drop_audio(turn.turn_id)
+            if turn.task is not None:
+                turn.task.cancel()
+                await asyncio.wait([turn.task])
+            await self._pipeline.discard(turn)
+            return
         if turn.task is None or turn.task.done():
             return
         if turn.finished:  # nothing left to interrupt: let its record be written once, as not interrupted

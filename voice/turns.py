@@ -7,9 +7,15 @@ chunk, and returns events:
 - :class:`SpeechStarted` once speech has lasted ``min_speech_ms`` (clicks and coughs never start a turn);
 - :class:`BargeIn` once speech has lasted ``barge_in_ms`` while the assistant is marked speaking
   (:attr:`TurnDetector.assistant_speaking`), at most once per stretch of speech;
+- :class:`SpeechPaused` (the turn's audio so far) once a turn has been silent for ``pause_ms``, shorter than
+  ``min_silence_ms``: the turn may be over, so work on it can start speculatively. Then either
+  :class:`SpeechResumed` when speech comes back before the turn ends (the speculative work must be dropped
+  unheard), or the turn ends. At most one pause per stretch of silence; ``pause_ms`` 0 never pauses;
 - :class:`SpeechStopped` then :class:`TurnEnded` (the turn's audio including ``pre_roll_ms`` of audio from
   before the detected start) after ``min_silence_ms`` of silence (reason ``"silence"``), at ``max_turn_s``
   (reason ``"max_length"``), or when :meth:`TurnDetector.flush` is called (reason ``"flush"``).
+  :attr:`TurnEnded.paused` says whether a :class:`SpeechPaused` of this turn is still standing (no
+  :class:`SpeechResumed` after it): only then may the speculative work stand for the ended turn.
 
 A chunk is speech when its probability is ≥ ``threshold``; once speaking, it takes a probability below
 ``threshold - 0.15`` to count as silence (Silero's own hysteresis), so a wavering voice is not cut.
@@ -46,6 +52,7 @@ class TurnSettings:
     pre_roll_ms: int = 300
     max_turn_s: float = 30.0
     barge_in_ms: int = 300
+    pause_ms: int = 0
 
     @classmethod
     def from_voice_settings(cls, voice: VoiceSettings) -> TurnSettings:
@@ -56,6 +63,7 @@ class TurnSettings:
             pre_roll_ms=voice.pre_roll_ms,
             max_turn_s=voice.max_turn_s,
             barge_in_ms=voice.barge_in_ms,
+            pause_ms=voice.speculative_pause_ms,
         )
 
 
@@ -75,20 +83,36 @@ class BargeIn:
 
 
 @dataclass(frozen=True, eq=False)
+class SpeechPaused:
+    """The turn has been silent for ``pause_ms``; ``audio`` is the turn so far (as :class:`TurnEnded`'s)."""
+
+    audio: np.ndarray
+    t_start: float
+    t_end: float  # seconds of audio at the pause
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    t: float  # seconds of audio when speech came back after a SpeechPaused
+
+
+@dataclass(frozen=True, eq=False)
 class TurnEnded:
-    """A finished user turn. ``audio``: float32, shape ``(n,)``, 16 kHz, pre-roll included."""
+    """A finished user turn. ``audio``: float32, shape ``(n,)``, 16 kHz, pre-roll included. ``paused``: a
+    :class:`SpeechPaused` of this turn stands (speech did not resume after it)."""
 
     audio: np.ndarray
     reason: TurnEndReason
     t_start: float
     t_end: float
+    paused: bool = False
 
     @property
     def duration_s(self) -> float:
         return len(self.audio) / SAMPLE_RATE
 
 
-TurnEvent = SpeechStarted | SpeechStopped | BargeIn | TurnEnded
+TurnEvent = SpeechStarted | SpeechStopped | BargeIn | SpeechPaused | SpeechResumed | TurnEnded
 
 
 class _State(Enum):
@@ -114,6 +138,8 @@ class TurnDetector:
         self._min_speech = _chunks(s.min_speech_ms)
         self._min_silence = _chunks(s.min_silence_ms)
         self._barge_in = _chunks(s.barge_in_ms)
+        # A pause only makes sense shorter than the silence that ends the turn.
+        self._pause = _chunks(s.pause_ms) if _chunks(s.pause_ms) < self._min_silence else 0
         self._max_turn = max(1, int(s.max_turn_s * SAMPLE_RATE / CHUNK_SAMPLES))
         self._off_threshold = max(0.0, s.threshold - HYSTERESIS)
         #: Set by the session while a reply is being spoken; speech then raises :class:`BargeIn`.
@@ -131,6 +157,7 @@ class TurnDetector:
         self._speech_chunks = 0  # speech chunks in this segment (for min_speech and barge-in)
         self._silence_run = 0
         self._barged_in = False
+        self._paused = False  # a SpeechPaused stands (no speech since)
 
     @property
     def in_speech(self) -> bool:
@@ -184,6 +211,9 @@ class TurnDetector:
             else:
                 self._silence_run = 0
                 self._speech_chunks += int(is_speech)
+                if self._paused:
+                    self._paused = False
+                    events.append(SpeechResumed(t=self._t(index)))
 
         if self._state is _State.PENDING and self._speech_chunks >= self._min_speech:
             self._state = _State.SPEAKING
@@ -197,6 +227,12 @@ class TurnDetector:
             self._barged_in = True
             events.append(BargeIn(t=self._t(index + 1)))
         if self._state is _State.SPEAKING:
+            if self._pause and self._silence_run == self._pause and not self._paused:
+                self._paused = True
+                audio = np.concatenate(self._turn)
+                t_end = self._t(self._chunk_index)
+                t_start = t_end - len(audio) / SAMPLE_RATE
+                events.append(SpeechPaused(audio=audio, t_start=t_start, t_end=t_end))
             if self._silence_run >= self._min_silence:
                 events.extend(self._end_turn("silence"))
             elif index + 1 - self._turn_start_chunk >= self._max_turn:
@@ -211,9 +247,10 @@ class TurnDetector:
             audio = np.concatenate([audio, self._pending_samples])
             t_end += len(self._pending_samples) / SAMPLE_RATE
         t_start = t_end - len(audio) / SAMPLE_RATE
+        paused = self._paused
         self._reset_segment()
         events: list[TurnEvent] = [SpeechStopped(t=t_end)] if started else []
-        events.append(TurnEnded(audio=audio, reason=reason, t_start=t_start, t_end=t_end))
+        events.append(TurnEnded(audio=audio, reason=reason, t_start=t_start, t_end=t_end, paused=paused))
         return events
 
     def flush(self) -> list[TurnEvent]:

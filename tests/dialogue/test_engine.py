@@ -116,6 +116,35 @@ async def test_barge_in_cancels_cleanly_and_keeps_what_was_heard(redis_client, k
     assert turns[2]["assistant_text"] == done.text
 
 
+async def test_forget_turn_undoes_the_latest_turn_altogether(redis_client, key_prefix) -> None:
+    llm = ScriptedChatModel(reply="I hear you. Tell me more.", delay_s=0.02)
+    engine = await DialogueEngine.create(settings(), redis_client, llm=llm, key_prefix=key_prefix)
+    # the first turn of a session: forgetting it leaves no history at all
+    await collect(engine, "s", "t1", "I had a rough day.", perception("sad", -0.6, -0.2))
+    assert await engine.forget_turn("s", "t1") is True
+    assert await engine.history("s") == [] and await engine.start_session("s") is False
+    # a later turn, cut off mid-reply: the history is the one from before it, summary and policy included
+    await collect(engine, "s", "t2", "I had a rough day.", perception("sad", -0.6, -0.2))
+    kept = await engine.graph.aget_state(engine._config("s"))
+    stream = engine.reply("s", "t3", "And then", perception("angry", -0.7, 0.8))
+    async for event in stream:
+        if isinstance(event, TextDelta):
+            break
+    await stream.aclose()
+    assert await engine.forget_turn("s", "t2") is False  # only the latest turn can be forgotten
+    assert await engine.forget_turn("s", "t3") is True
+    assert await engine.forget_turn("s", "t3") is False  # once
+    after = await engine.graph.aget_state(engine._config("s"))
+    assert after.values == kept.values
+    assert [t["turn_id"] for t in await engine.history("s")] == ["t2"]
+    # the conversation goes on from there: the next reply sees t2 only
+    await collect(engine, "s", "t4", "And then my car broke.", perception("angry", -0.7, 0.8))
+    assert [m.content for m in llm.calls[-1][1:]] == [
+        "I had a rough day.", "I hear you. Tell me more.", "And then my car broke."
+    ]  # fmt: skip
+    assert [t["turn_id"] for t in await engine.history("s")] == ["t2", "t4"]
+
+
 @pytest.mark.slow
 async def test_bundled_llm_end_to_end(redis_client, key_prefix) -> None:
     from dialogue.llm import generation_executor

@@ -57,13 +57,14 @@ def test_a_turn_is_counted_and_each_stage_observed_in_seconds() -> None:
     assert got[("emo_turn_end_to_end_seconds_sum", ())] == 0.7
 
 
-def test_odd_stage_names_and_negative_times_are_not_observed() -> None:
+def test_odd_stage_names_are_skipped_and_stages_done_before_the_turn_ended_count_as_zero() -> None:
     m = VoiceMetrics()
-    m.observe_turn("done", {"Bad Name": 1.0, "x" * 80: 1.0, "ok": -5.0, "fine": 10.0}, -1.0)
-    stages = {labels[0][1] for (name, labels) in samples(m) if name == "emo_turn_stage_seconds_count"}
-    assert stages == {"fine"}
-    assert ("emo_turn_end_to_end_seconds_count", ()) in samples(m)
-    assert samples(m)[("emo_turn_end_to_end_seconds_count", ())] == 0
+    m.observe_turn("done", {"Bad Name": 1.0, "x" * 80: 1.0, "early": -120.0, "fine": 10.0}, 300.0)
+    got = samples(m)
+    stages = {labels[0][1] for (name, labels) in got if name == "emo_turn_stage_seconds_count"}
+    assert stages == {"fine", "early"}
+    assert got[("emo_turn_stage_seconds_sum", (("stage", "early"),))] == 0
+    assert got[("emo_turn_stage_seconds_bucket", (("le", "0.05"), ("stage", "early")))] == 1
 
 
 def test_the_number_of_stage_series_is_bounded() -> None:
@@ -82,6 +83,9 @@ def test_connections_and_errors_are_counted_and_registries_are_separate() -> Non
     assert samples(a)[("emo_active_sessions", ())] == 0
     assert samples(a)[("emo_errors_total", (("code", "bad_json"),))] == 2
     assert ("emo_errors_total", (("code", "bad_json"),)) not in samples(b)
+    a.speculation("discarded")
+    assert samples(a)[("emo_speculative_turns_total", (("outcome", "discarded"),))] == 1
+    assert samples(a)[("emo_speculative_turns_total", (("outcome", "confirmed"),))] == 0
 
 
 def test_openmetrics_when_asked_for() -> None:

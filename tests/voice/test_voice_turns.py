@@ -147,4 +147,54 @@ def test_settings_from_voice_settings() -> None:
     from agent.config import VoiceSettings
 
     s = TurnSettings.from_voice_settings(VoiceSettings(vad_threshold=0.6, barge_in_ms=250))
-    assert (s.threshold, s.barge_in_ms, s.min_silence_ms) == (0.6, 250, 500)
+    assert (s.threshold, s.barge_in_ms, s.min_silence_ms, s.pause_ms) == (0.6, 250, 500, 200)
+
+
+# ------------------------------------------------------------------------------------ speculative pauses
+
+
+@pytest.fixture
+def pausing() -> TurnDetector:
+    return TurnDetector(loud_is_speech, TurnSettings(pause_ms=200, min_silence_ms=500))
+
+
+def test_a_pause_comes_before_the_end_of_the_turn_with_the_audio_so_far(pausing: TurnDetector) -> None:
+    events = pausing.feed(np.concatenate([silence(32 * 20), speech(32 * 30), silence(32 * 40)]))
+    assert kinds(events) == ["SpeechStarted", "SpeechPaused", "SpeechStopped", "TurnEnded"]
+    paused, ended = events[1], events[-1]
+    assert paused.t_end - ended.t_start == pytest.approx(len(paused.audio) / SR)
+    assert ended.t_end - paused.t_end == pytest.approx((chunks(500) - chunks(200)) * CHUNK_SAMPLES / SR)
+    # the paused audio is the ended turn's audio but for the silence after the pause
+    assert np.array_equal(paused.audio, ended.audio[: len(paused.audio)])
+    assert not ended.audio[len(paused.audio) :].any() and ended.paused
+
+
+def test_speech_after_a_pause_resumes_the_turn_and_each_silence_pauses_once(pausing: TurnDetector) -> None:
+    events = pausing.feed(np.concatenate([speech(32 * 20), silence(32 * 9)]))
+    assert kinds(events) == ["SpeechStarted", "SpeechPaused"]
+    assert pausing.feed(silence(32 * 3)) == []  # still the same silence: no second pause
+    events = pausing.feed(speech(32 * 10))
+    assert kinds(events) == ["SpeechResumed"] and pausing.in_speech
+    events = pausing.feed(silence(32 * 30))
+    assert kinds(events) == ["SpeechPaused", "SpeechStopped", "TurnEnded"]
+    assert events[-1].paused and events[0].t_end < events[-1].t_end
+
+
+def test_a_turn_that_resumed_ends_unpaused_at_max_length() -> None:
+    detector = TurnDetector(loud_is_speech, TurnSettings(pause_ms=200, max_turn_s=1.5))
+    events = detector.feed(np.concatenate([speech(500), silence(250), speech(1500)]))
+    assert kinds(events)[:5] == ["SpeechStarted", "SpeechPaused", "SpeechResumed", "SpeechStopped", "TurnEnded"]
+    assert events[4].reason == "max_length" and not events[4].paused
+
+
+def test_flush_after_a_pause_ends_the_paused_turn(pausing: TurnDetector) -> None:
+    pausing.feed(np.concatenate([speech(600), silence(250)]))
+    events = pausing.flush()
+    assert kinds(events) == ["SpeechStopped", "TurnEnded"] and events[-1].paused
+
+
+@pytest.mark.parametrize("pause_ms", [0, 500, 800])
+def test_no_pauses_when_off_or_not_shorter_than_the_end_of_turn_silence(pause_ms: int) -> None:
+    detector = TurnDetector(loud_is_speech, TurnSettings(pause_ms=pause_ms, min_silence_ms=500))
+    events = detector.feed(np.concatenate([speech(600), silence(300), speech(300), silence(1000)]))
+    assert kinds(events) == ["SpeechStarted", "SpeechStopped", "TurnEnded"] and not events[-1].paused

@@ -96,6 +96,8 @@ class FakeDialogue:
         self.sessions: set[str] = set()
         self.interrupted: list[tuple[str, str, str]] = []
         self.cancelled_replies = 0
+        self.history: dict[str, list[tuple[str, str]]] = {}  # session -> (turn_id, user_text) answered
+        self.forgotten: list[tuple[str, str]] = []
 
     async def start_session(self, session_id: str) -> bool:
         resumed = session_id in self.sessions
@@ -108,6 +110,7 @@ class FakeDialogue:
         if user_text == "explode":
             raise RuntimeError("dialogue exploded")
         text = LONG_REPLY if "long" in user_text else SHORT_REPLY
+        self.history.setdefault(session_id, []).append((turn_id, user_text))
         try:
             yield PolicyChosen("empathize", Prosody(length_scale=1.1))
             for piece in re.findall(r"\S+\s*", text):
@@ -120,6 +123,14 @@ class FakeDialogue:
 
     async def mark_interrupted(self, session_id: str, turn_id: str, heard_text: str) -> None:
         self.interrupted.append((session_id, turn_id, heard_text))
+
+    async def forget_turn(self, session_id: str, turn_id: str) -> bool:
+        turns = self.history.get(session_id, [])
+        if not turns or turns[-1][0] != turn_id:
+            return False
+        turns.pop()
+        self.forgotten.append((session_id, turn_id))
+        return True
 
 
 class FakeTTS(TTS):
