@@ -13,11 +13,12 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dialogue.config import DialogueSettings
-from perception.config import PerceptionSettings, default_cache_dir
+from perception.config import PerceptionQueueSettings, PerceptionSettings, default_cache_dir
 from voice.config import VoiceSettings
 
 __all__ = [
     "DialogueSettings",
+    "PerceptionQueueSettings",
     "PerceptionSettings",
     "Settings",
     "TrajectorySettings",
@@ -53,6 +54,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     perception: PerceptionSettings = Field(default_factory=PerceptionSettings)
+    # Only read with EMO_PERCEPTION__MODE=redis-streams and by `emo-agent worker` (docs/scaling.md).
+    perception_queue: PerceptionQueueSettings = Field(default_factory=PerceptionQueueSettings)
     voice: VoiceSettings = Field(default_factory=VoiceSettings)
     dialogue: DialogueSettings = Field(default_factory=DialogueSettings)
     trajectory: TrajectorySettings = Field(default_factory=TrajectorySettings)

@@ -254,6 +254,28 @@ class RunningBaseline(SpeakerBaseline):
         with self._lock:
             self._stats.clear()
 
+    def to_state(self) -> dict:
+        """``{"kind": "running", "stats": {cue: [n, mean, m2]}, ...}``; JSON keeps floats exact."""
+        with self._lock:
+            stats = {name: [s.n, s.mean, s.m2] for name, s in self._stats.items()}
+        return {
+            "kind": "running",
+            "min_turns": self.min_turns,
+            "prior_turns": self.prior_turns,
+            "std_floor": self.std_floor,
+            "stats": stats,
+        }
+
+    def load_state(self, state: dict) -> None:
+        stats = {
+            name: _Welford(int(n), float(mean), float(m2)) for name, (n, mean, m2) in state["stats"].items()
+        }
+        with self._lock:
+            self.min_turns = int(state.get("min_turns", self.min_turns))
+            self.prior_turns = float(state.get("prior_turns", self.prior_turns))
+            self.std_floor = float(state.get("std_floor", self.std_floor))
+            self._stats = stats
+
     def update(self, cues: dict[str, float]) -> None:
         with self._lock:
             for name, value in cues.items():

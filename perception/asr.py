@@ -109,20 +109,31 @@ class WhisperASR:
         model: str = "tiny.en",
         beam_size: int = 1,
         cpu_threads: int = 0,
-        compute_type: str = "int8",
+        compute_type: str = "",  # empty: int8 on the CPU, float16 on a GPU
         cache_dir: Path | None = None,
         spliced: bool = False,
+        device: str = "cpu",  # PerceptionSettings.device: cpu, cuda, cuda:N or auto
     ) -> None:
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
+
+        from perception.devices import ctranslate2_device
 
         self.name = model or "tiny.en"
         self.beam_size = max(1, int(beam_size))
         self.spliced = bool(spliced)
         self._silence: np.ndarray | None = None
         path = resolve_model(self.name, cache_dir)
+        kind, index, default_compute = ctranslate2_device(device)
+        self.device = kind if kind == "cpu" else f"{kind}:{index}"
         try:
-            self.model = WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads)
+            self.model = WhisperModel(
+                path,
+                device=kind,
+                device_index=index,
+                compute_type=compute_type or default_compute,
+                cpu_threads=cpu_threads,
+            )
         except Exception as exc:  # missing files, no hub access, corrupt model
             raise PerceptionError(f"cannot load Whisper model '{self.name}' from {path}: {exc}") from exc
         self.multilingual = bool(self.model.model.is_multilingual)

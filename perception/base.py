@@ -28,10 +28,23 @@ class AudioError(PerceptionError):
 
 
 class SpeakerBaseline(ABC):
-    """Running statistics of one speaker's acoustic cues within a conversation."""
+    """Running statistics of one speaker's acoustic cues within a conversation.
+
+    :meth:`to_state` and :meth:`load_state` carry a baseline between processes running the same model
+    (a perception worker continues the conversation another one began, :mod:`perception.streams`): the
+    state is plain JSON, never pickled code. Baselines that cannot travel keep the defaults, which raise.
+    """
 
     @abstractmethod
     def reset(self) -> None: ...
+
+    def to_state(self) -> dict[str, Any]:
+        """This baseline's statistics as JSON-ready data (no model parts: those are the perceiver's)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be sent to another process")
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace this baseline's statistics with ``state`` (from :meth:`to_state` of the same kind)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be restored from a state")
 
 
 class Perceiver(ABC):

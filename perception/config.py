@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -50,3 +51,37 @@ class PerceptionSettings(BaseModel):
     text_weight: float = 0.3
     # CPU threads for CTranslate2 and onnxruntime; 0 lets the library decide.
     cpu_threads: int = 0
+    # Where the models run: "cpu" (the embedded default), "cuda", "cuda:N" (the N-th GPU) or "auto" (a GPU
+    # when CUDA is usable, else the CPU). On CUDA, Whisper (CTranslate2) runs in float16 instead of int8 and
+    # the AudioLLM's model (towers, heads, its LM) moves to the GPU; the pooled Whisper layers and openSMILE
+    # stay on the CPU. Needs a CUDA build of torch and CTranslate2 (Dockerfile.gpu).
+    device: str = "cpu"
+    # Where turns are perceived by the voice server: "in-process" (the default: the models above are loaded
+    # in the server) or "redis-streams" (jobs on a Redis stream served by `emo-agent worker` processes, on
+    # this or other machines; the ``perception_queue`` section, docs/scaling.md). Workers always perceive
+    # in-process.
+    mode: Literal["in-process", "redis-streams"] = "in-process"
+
+
+class PerceptionQueueSettings(BaseModel):
+    """The Redis Streams job queue between voice servers and perception workers (docs/scaling.md)."""
+
+    # Redis holding the queue; empty: the top-level ``redis_url``.
+    redis_url: str = ""
+    # Key prefix of the stream, its consumer group and the per-job result keys.
+    stream: str = "emo:perception:jobs"
+    group: str = "perceivers"
+    # Seconds a voice server waits for a turn's result before the turn fails with PerceptionTimeout. Must
+    # cover a reclaim (reclaim_idle_s + block_ms) plus a turn's perception on the slowest worker.
+    job_timeout_s: float = 15.0
+    # A job pending this long without its worker's heartbeat is taken over by another worker (XAUTOCLAIM):
+    # the time a crashed worker's turn waits. A live worker renews its job every reclaim_idle_s / 4.
+    reclaim_idle_s: float = 5.0
+    # A job delivered this many times (its workers died each time) is answered with an error, not retried.
+    max_deliveries: int = 3
+    # Seconds a result stays readable (and a duplicate delivery recognised) after it was written.
+    result_ttl_s: int = 120
+    # Longest wait of one XREADGROUP; also how often an idle worker looks for jobs to reclaim.
+    block_ms: int = 1000
+    # This worker's name in the consumer group; empty: "<host>-<pid>" (unique per process).
+    consumer: str = ""

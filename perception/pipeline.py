@@ -59,11 +59,17 @@ class ClassicalPerceiver(PerceptionPipeline[ClassicalTurn]):
         s = self.settings
         self.estimator = estimator or ClassicalEstimator.load(s.estimator_path or None)
         self.asr = asr or WhisperASR(
-            s.asr_model, beam_size=s.asr_beam_size, cpu_threads=s.cpu_threads, spliced=s.asr_spliced_padding
+            s.asr_model,
+            beam_size=s.asr_beam_size,
+            cpu_threads=s.cpu_threads,
+            spliced=s.asr_spliced_padding,
+            device=s.device,
         )
         asr_is_feature_model = self.asr.name in (FEATURE_ASR_MODEL, "", "default")
         self.feature_asr = (
-            self.asr if asr_is_feature_model else WhisperASR(FEATURE_ASR_MODEL, cpu_threads=s.cpu_threads)
+            self.asr
+            if asr_is_feature_model
+            else WhisperASR(FEATURE_ASR_MODEL, cpu_threads=s.cpu_threads, device=s.device)
         )
         self.analyzer = analyzer or AcousticAnalyzer()
         variant = "default"

@@ -49,6 +49,7 @@ from perception.audiollm.speaker_norm import SpeakerFeatures
 from perception.audiollm.turn_features import FeatureFn, TurnFeatures, WhisperTurnFeatures
 from perception.base import PerceptionError
 from perception.config import PerceptionSettings
+from perception.devices import torch_device
 from perception.orchestration import PerceptionPipeline, elapsed_ms
 from perception.types import Evidence
 
@@ -66,6 +67,17 @@ class AudioLLMBaseline(RunningBaseline):
         super().reset()
         if self.features is not None:
             self.features.reset()
+
+    def to_state(self) -> dict:
+        state = {**super().to_state(), "kind": "audiollm"}
+        state["features"] = self.features.to_state() if self.features is not None else None
+        return state
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        features = state.get("features")
+        if self.features is not None:
+            self.features.load_state(features or {})
 
 
 class AudioLLMPerceiver(PerceptionPipeline[TurnFeatures]):
@@ -99,6 +111,8 @@ class AudioLLMPerceiver(PerceptionPipeline[TurnFeatures]):
         except (OSError, ValueError) as exc:
             raise PerceptionError(f"cannot load the AudioLLM run at {path}: {exc}") from exc
         self.config = self.model.config
+        self.device = torch_device(self.settings.device)
+        self.model.to(self.device)
         if self.needs_language_model:
             self.ensure_language_model()
         self.labels = tuple(self.config.labels)
@@ -134,6 +148,7 @@ class AudioLLMPerceiver(PerceptionPipeline[TurnFeatures]):
                     f"cannot load the language model of the AudioLLM run at {self.run_dir}: {exc}"
                 ) from exc
             self.model.merge_lora()  # inference only: LoRA folded into the LM's weights, fewer ops per token
+            self.model.to(self.device)
             self._base_lm = None
 
     def warmup(self) -> None:
@@ -194,14 +209,14 @@ class AudioLLMPerceiver(PerceptionPipeline[TurnFeatures]):
         )
         batch = self.processor.collate([example], padding_side="left")
         batch.pop("emotion_labels", None)
-        return batch
+        return {name: value.to(self.device) for name, value in batch.items()}
 
     def scores(self, turn: TurnFeatures) -> dict[str, float]:
         """The model's per-label probabilities, rounded to 4 decimals and summing to exactly 1."""
         batch = self._batch("emotion", turn)
         with self._lock:
             probs = self.model.label_scores(**batch, label_token_ids=self.label_token_ids)[0]
-        rounded = np.round(probs.double().numpy(), 4)
+        rounded = np.round(probs.double().cpu().numpy(), 4)
         rounded[int(np.argmax(rounded))] += 1.0 - rounded.sum()
         return {label: round(float(v), 4) for label, v in zip(self.labels, rounded, strict=True)}
 

@@ -16,6 +16,7 @@ descriptors (a one-frame stream per clip); other inputs pass through.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from dataclasses import dataclass, field
@@ -46,6 +47,24 @@ class StreamStats:
         self.total_sq = sq if self.total_sq is None else self.total_sq + sq
         self.n_frames += x.shape[0]
         self.n_clips += 1
+
+    def to_state(self) -> dict:
+        """JSON-ready and exact: the sums as base64 of their float64 bytes."""
+        return {
+            "n_frames": self.n_frames,
+            "n_clips": self.n_clips,
+            "total": _array_state(self.total),
+            "total_sq": _array_state(self.total_sq),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> StreamStats:
+        return cls(
+            float(state["n_frames"]),
+            _array_from_state(state["total"]),
+            _array_from_state(state["total_sq"]),
+            int(state["n_clips"]),
+        )
 
     def mean_var(self) -> tuple[np.ndarray, np.ndarray]:
         if self.total is None or self.total_sq is None or self.n_frames == 0:
@@ -185,12 +204,33 @@ class SpeakerFeatures:
         with self._lock:
             self.stats.clear()
 
+    def to_state(self) -> dict:
+        with self._lock:
+            return {name: stats.to_state() for name, stats in self.stats.items()}
+
+    def load_state(self, state: dict) -> None:
+        stats = {name: StreamStats.from_state(value) for name, value in state.items()}
+        with self._lock:
+            self.stats = stats
+
     def __deepcopy__(self, memo: dict) -> SpeakerFeatures:
         """A copy with its own statistics and lock (config and corpus norms are shared, never mutated)."""
         import copy
 
         with self._lock:
             return SpeakerFeatures(self.config, self.norms, copy.deepcopy(self.stats, memo))
+
+
+def _array_state(values: np.ndarray | None) -> str | None:
+    if values is None:
+        return None
+    return base64.b64encode(np.ascontiguousarray(values, dtype="<f8").tobytes()).decode("ascii")
+
+
+def _array_from_state(text: str | None) -> np.ndarray | None:
+    if text is None:
+        return None
+    return np.frombuffer(base64.b64decode(text), dtype="<f8").astype(np.float64)
 
 
 def speaker_stats(config: DualEncoderConfig, clips: list[ClipStreams]) -> dict[str, StreamStats]:

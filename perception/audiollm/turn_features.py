@@ -50,10 +50,16 @@ class WhisperTurnFeatures:
             )
         s = settings
         self.asr = WhisperASR(
-            s.asr_model, beam_size=s.asr_beam_size, cpu_threads=s.cpu_threads, spliced=s.asr_spliced_padding
+            s.asr_model,
+            beam_size=s.asr_beam_size,
+            cpu_threads=s.cpu_threads,
+            spliced=s.asr_spliced_padding,
+            device=s.device,
         )
         same = _canonical(self.asr.name) == _canonical(config.semantic.name)
-        self.encoder = self.asr if same else WhisperASR(config.semantic.name, cpu_threads=s.cpu_threads)
+        self.encoder = (
+            self.asr if same else WhisperASR(config.semantic.name, cpu_threads=s.cpu_threads, device=s.device)
+        )
         self.mel_input = config.paralinguistic.kind == "mel-cnn"
         self.layer_stats = None
         if config.semantic.pooled_layers:

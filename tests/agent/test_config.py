@@ -45,3 +45,25 @@ def test_trajectory_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMO_TRAJECTORY__KEEP_AUDIO", "true")
     s = Settings(_env_file=None)
     assert (s.trajectory.consent_default, s.trajectory.ttl_s, s.trajectory.keep_audio) == (False, 3600, True)
+
+
+def test_perception_runs_in_process_unless_the_queue_is_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(__import__("os").environ):
+        if key.startswith("EMO_"):
+            monkeypatch.delenv(key)
+    s = Settings(_env_file=None)
+    assert (s.perception.mode, s.perception.device) == ("in-process", "cpu")
+    assert (
+        s.perception_queue.redis_url == ""
+        and s.perception_queue.job_timeout_s > s.perception_queue.reclaim_idle_s
+    )
+    monkeypatch.setenv("EMO_PERCEPTION__MODE", "redis-streams")
+    monkeypatch.setenv("EMO_PERCEPTION__DEVICE", "cuda:1")
+    monkeypatch.setenv("EMO_PERCEPTION_QUEUE__STREAM", "jobs")
+    monkeypatch.setenv("EMO_PERCEPTION_QUEUE__RECLAIM_IDLE_S", "2.5")
+    s = Settings(_env_file=None)
+    assert (s.perception.mode, s.perception.device) == ("redis-streams", "cuda:1")
+    assert (s.perception_queue.stream, s.perception_queue.reclaim_idle_s) == ("jobs", 2.5)
+    monkeypatch.setenv("EMO_PERCEPTION__MODE", "carrier-pigeon")
+    with pytest.raises(ValueError):
+        Settings(_env_file=None)

@@ -30,7 +30,7 @@ def documented_variables() -> set[str]:
     names: set[str] = set()
     section = ""
     for line in DOC.read_text().splitlines():
-        heading = re.match(r"## `(EMO_[A-Z]+)__\*`", line)
+        heading = re.match(r"## `(EMO_[A-Z_]+)__\*`", line)
         if heading:
             section = heading.group(1)
         elif line.startswith("## "):
