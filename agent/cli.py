@@ -1,6 +1,7 @@
 """The ``emo-agent`` command line (also ``python -m agent``).
 
     emo-agent serve [--host H] [--port P]          voice server: page at http://H:P/, websocket at /ws
+    emo-agent worker [--name NAME]                 perception worker on the Redis Streams job queue
     emo-agent perceive FILE [--json]               one audio file in, one perception out
     emo-agent eval --manifest M.csv [--out R.json] [--limit N]
     emo-agent export --session ID [--format jsonl|csv|parquet|emotionml] [--out FILE] [--since T] [--until T]
@@ -39,6 +40,7 @@ def _settings() -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from agent.perception_service import QueueUnavailable
     from agent.wiring import RedisUnavailable, Services
     from dialogue.extensions import ExtensionError
     from perception.base import PerceptionError
@@ -51,7 +53,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         try:
             services = await Services.create(settings)
-        except (RedisUnavailable, PerceptionError, ExtensionError, FileNotFoundError, ImportError) as exc:
+        except (
+            RedisUnavailable,
+            QueueUnavailable,
+            PerceptionError,
+            ExtensionError,
+            FileNotFoundError,
+            ImportError,
+        ) as exc:
             raise UserError(str(exc)) from exc
         try:
             await run_server(services, host, port)
@@ -61,6 +70,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             await services.aclose()
 
     asyncio.run(main())
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from agent.worker import WorkerStartError, run_worker
+
+    try:
+        served = run_worker(_settings(), args.name)
+    except WorkerStartError as exc:
+        raise UserError(str(exc)) from exc
+    print(f"{served} turns perceived", file=sys.stderr)
     return 0
 
 
@@ -272,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None, help="default: EMO_HOST or 127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default: EMO_PORT or 8765")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="serve perception jobs from the Redis Streams queue (docs/scaling.md)")
+    p.add_argument(
+        "--name", default=None, help="consumer name (default: EMO_PERCEPTION_QUEUE__CONSUMER or host-pid)"
+    )
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("perceive", help="perceive one audio file")
     p.add_argument("file")

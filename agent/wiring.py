@@ -13,10 +13,10 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from agent.config import Settings
+from agent.perception_service import build_perception, close_perception
 from agent.trajectory import TrajectoryLog
 from dialogue.engine import DialogueEngine
 from perception.base import Perceiver
-from perception.registry import build_perceiver
 from voice.tts import TTS, build_tts
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,7 @@ class Services:
                 f"cannot reach Redis at {settings.redis_url} ({exc}); start one "
                 "(e.g. `redis-server --daemonize yes`) or set EMO_REDIS_URL"
             ) from exc
-        log.info("loading perception (%s)", settings.perception.estimator)
-        perceiver = build_perceiver(settings.perception)
+        perceiver = build_perception(settings)  # the models here, or the workers' queue (docs/scaling.md)
         log.info("loading dialogue (%s)", settings.dialogue.llm_backend)
         dialogue = await DialogueEngine.create(settings, client)
         tts = build_tts(settings.voice) if settings.voice.tts_enabled else None
@@ -63,6 +62,7 @@ class Services:
     async def aclose(self) -> None:
         await self.dialogue.aclose()
         await self.redis.aclose()
+        close_perception(self.perceiver)
 
 
 def _dialogue_model_id(settings: Settings) -> str:

@@ -246,3 +246,22 @@ def test_serve_startup_errors_are_one_line(redis_url: str) -> None:
     result = run("serve", env={"EMO_REDIS_URL": "redis://127.0.0.1:1/0"})
     assert result.returncode == 2 and "cannot reach Redis" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_worker_startup_errors_are_one_line(redis_url: str) -> None:
+    result = run("worker", env={"EMO_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode == 2 and "cannot reach Redis" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run("worker", env={"EMO_REDIS_URL": redis_url, "EMO_PERCEPTION__ESTIMATOR": "no-such-estimator"})
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("emo-agent worker:") and "no-such-estimator" in last
+    result = run(
+        "serve",
+        env={
+            "EMO_REDIS_URL": redis_url,
+            "EMO_PERCEPTION__MODE": "redis-streams",
+            "EMO_PERCEPTION_QUEUE__REDIS_URL": "redis://127.0.0.1:1/0",
+        },
+    )
+    assert result.returncode == 2 and "perception queue" in result.stderr.strip().splitlines()[-1]
