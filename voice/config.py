@@ -6,7 +6,7 @@ section into the one ``EMO_`` tree and passes it in.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 
 class VoiceSettings(BaseModel):
@@ -41,3 +41,30 @@ class VoiceSettings(BaseModel):
     # Piper voice: empty means the bundled en_US-joe-medium.
     tts_voice: str = ""
     tts_enabled: bool = True
+
+    # ---- access and limits (docs/voice.md, "Security and limits") ----
+    # Shared access token. Empty: no token needed (the default, for a server on 127.0.0.1). Set: the
+    # websocket, /metrics and /sessions/{id}/trajectory need it (``Authorization: Bearer TOKEN``, the
+    # subprotocol ``emo-agent.token.TOKEN`` or ``?access_token=TOKEN``); /health and the page's files
+    # stay open (they hold no data).
+    auth_token: SecretStr = SecretStr("")
+    # Origins (e.g. "https://talk.example.org") whose pages may open the websocket, besides the page this
+    # server serves itself (an Origin naming the request's own Host). "*" allows any. Clients that send
+    # no Origin (the CLI, scripts) are not browsers and are always let through to the token check.
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Open sessions on the whole server, and from one client address; over either, a new connection gets
+    # an ``error`` (server_busy / too_many_sessions) and is closed with 1013 (try again later). 0: no limit.
+    max_sessions: int = Field(default=64, ge=0)
+    max_sessions_per_client: int = Field(default=16, ge=0)
+    # Per-connection token bucket over incoming frames: ``message_rate`` frames a second on average, bursts
+    # of up to ``message_burst``. A microphone sends 50 frames a second; a file streamed as fast as the
+    # network allows is one burst. Frames over it are dropped with an ``error`` (rate_limited). 0: no limit.
+    message_rate: float = Field(default=200.0, ge=0)
+    message_burst: int = Field(default=2000, ge=1)
+    # Keepalive: a ping every ``ping_interval_s``; no pong within ``ping_timeout_s`` closes the connection
+    # (1011), so a vanished client (laptop lid shut, network gone) frees its session. 0 turns pings off.
+    ping_interval_s: float = Field(default=20.0, ge=0)
+    ping_timeout_s: float = Field(default=20.0, ge=0)
+    # A connection that sends no frame for this long gets an ``error`` (idle_timeout) and is closed with
+    # 1000, even if it answers pings. 0: never (a page left open keeps its session).
+    idle_timeout_s: float = Field(default=0.0, ge=0)

@@ -42,6 +42,21 @@ class ErrorCode:
     SESSION_FAILED = "session_failed"  # the session could not start (e.g. history store unreachable)
     TURN_FAILED = "turn_failed"  # perception, dialogue or TTS failed for this turn
     INTERNAL_ERROR = "internal_error"  # an unexpected server error while handling one frame
+    RATE_LIMITED = "rate_limited"  # frames faster than message_rate/message_burst: this one was dropped
+    SERVER_BUSY = "server_busy"  # max_sessions open already: the connection is closed with 1013
+    TOO_MANY_SESSIONS = "too_many_sessions"  # max_sessions_per_client from this address: closed with 1013
+    IDLE_TIMEOUT = "idle_timeout"  # no frame for idle_timeout_s: the connection is closed with 1000
+
+
+class WarningCode:
+    """Codes carried by ``warning`` events: something the client may want to show, nothing has failed."""
+
+    # The trajectory log (Redis) is unreachable: this turn's records wait in the server's memory and are
+    # written, in order, when it is back.
+    TRAJECTORY_BUFFERED = "trajectory_buffered"
+    # The trajectory log is unreachable and its buffer is full (or it refused the records): this turn is
+    # not in the log. The conversation itself goes on.
+    TRAJECTORY_DROPPED = "trajectory_dropped"
 
 
 class ProtocolError(Exception):
@@ -234,6 +249,11 @@ def assistant_interrupted_event(turn_id: str, heard_text: str) -> dict[str, Any]
 
 def error_event(code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message}
+
+
+def warning_event(code: str, message: str) -> dict[str, Any]:
+    """``warning``: a code from :class:`WarningCode` and a message for people; the turn is unaffected."""
+    return {"type": "warning", "code": code, "message": message}
 
 
 def metrics_event(

@@ -9,12 +9,19 @@ connection; anything else is 404. All of it is answered in ``process_request``, 
 handshake. SIGTERM and SIGINT close the server (open sessions get a 1001 close) and ``serve`` returns once
 everything has closed.
 
+Access (:mod:`voice.auth`): with ``auth_token`` set, ``/ws``, ``/metrics`` and the trajectory need the token
+(401 otherwise); ``/ws`` also refuses pages of other origins (403). ``/health`` and the page's files stay
+open: they hold no data. Limits (:mod:`voice.limits`): sessions per server and per client address (a
+typed ``error``, then a 1013 close), the message rate and idle timeout of each connection, keepalive pings.
+
     emo-agent serve --host 127.0.0.1 --port 8765       # the CLI calls run_server()
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http
 import json
 import logging
 import re
@@ -27,8 +34,12 @@ from urllib.parse import unquote, urlsplit
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from voice import protocol as proto
+from voice.auth import AccessPolicy, Refusal, select_subprotocol
+from voice.limits import FrameGuard, GuardedConnection, SessionSlots
 from voice.metrics import VoiceMetrics
 from voice.protocol import MAX_SESSION_ID_CHARS
 from voice.records import SCHEMA_VERSION
@@ -64,7 +75,9 @@ def _json_response(status: int, payload: dict[str, Any]) -> Response:
     return _response(status, json.dumps(payload, ensure_ascii=False).encode(), "application/json")
 
 
-def _response(status: int, body: bytes, content_type: str) -> Response:
+def _response(
+    status: int, body: bytes, content_type: str, extra_headers: tuple[tuple[str, str], ...] = ()
+) -> Response:
     headers = Headers(
         [
             ("Content-Type", content_type),
@@ -72,9 +85,15 @@ def _response(status: int, body: bytes, content_type: str) -> Response:
             ("Cache-Control", "no-cache"),
             ("X-Content-Type-Options", "nosniff"),
             ("Connection", "close"),
+            *extra_headers,
         ]
     )
-    return Response(status, "OK" if status == 200 else "Not Found", headers, body)
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
+
+def refusal_response(refusal: Refusal) -> Response:
+    """A 401/403 with its one-line body (and ``WWW-Authenticate`` for a 401)."""
+    return _response(refusal.status, refusal.body.encode(), "text/plain; charset=utf-8", refusal.headers)
 
 
 def static_file(url_path: str, web_dir: Path = WEB_DIR) -> Path | None:
@@ -121,17 +140,26 @@ def metrics_response(metrics: VoiceMetrics, request: Request) -> Response:
 def request_handler(
     trajectory: TrajectoryReader | None,
     metrics: VoiceMetrics | None = None,
+    access: AccessPolicy | None = None,
 ) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
     """:func:`process_request` plus ``GET /sessions/{id}/trajectory`` read from ``trajectory`` and ``GET
-    /metrics`` from ``metrics``."""
+    /metrics`` from ``metrics``; ``access`` guards ``/ws`` (origin and token) and those two (token)."""
+    policy = access if access is not None else AccessPolicy()
 
     async def handle(connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
+        if path == WS_PATH:
+            refused = policy.refuse_websocket(request)
+            return refusal_response(refused) if refused is not None else None
         if path == METRICS_PATH and metrics is not None:
-            return metrics_response(metrics, request)
+            refused = policy.refuse_http(request)
+            return refusal_response(refused) if refused is not None else metrics_response(metrics, request)
         match = TRAJECTORY_PATH_RE.match(path)
         if match is None or trajectory is None:
             return process_request(connection, request)
+        refused = policy.refuse_http(request)
+        if refused is not None:
+            return refusal_response(refused)
         try:
             return await trajectory_response(trajectory, match.group(1))
         except Exception:  # Redis gone: say so, do not drop the connection with a traceback
@@ -164,18 +192,44 @@ async def serve(
         vad = await asyncio.to_thread(SileroVAD)
     if metrics is None:
         metrics = VoiceMetrics()
+    access = AccessPolicy.from_settings(settings)
+    slots = SessionSlots.from_settings(settings)
 
     async def handler(ws: ServerConnection) -> None:
         peer = ws.remote_address
+        client = str(peer[0]) if peer else "unknown"
+        refused = slots.acquire(client)
+        if refused is not None:
+            log.warning("connection from %s refused: %s", peer, refused.code)
+            await refuse_session(ws, refused.code, refused.message, metrics)
+            return
         log.info("connection from %s", peer)
-        with metrics.connection():
-            await Session(ws, services, settings, vad, playback_lead_s=playback_lead_s, metrics=metrics).run()
+        try:
+            if isinstance(ws, GuardedConnection):
+                ws.limit(FrameGuard.from_settings(settings), settings.idle_timeout_s, metrics.error)
+            with metrics.connection():
+                session = Session(
+                    ws, services, settings, vad, playback_lead_s=playback_lead_s, metrics=metrics
+                )
+                await session.run()
+        finally:
+            slots.release(client)
 
     # Frames over max_message_bytes get an error event; only frames beyond this hard limit close the
     # connection (code 1009), since the library must buffer a frame before anyone can look at it.
     hard_limit = max(4 * settings.max_message_bytes, 1 << 16)
-    on_request = request_handler(getattr(services, "trajectory", None), metrics)
-    async with ws_serve(handler, host, port, process_request=on_request, max_size=hard_limit) as server:
+    on_request = request_handler(getattr(services, "trajectory", None), metrics, access)
+    async with ws_serve(
+        handler,
+        host,
+        port,
+        process_request=on_request,
+        max_size=hard_limit,
+        create_connection=GuardedConnection,
+        select_subprotocol=select_subprotocol,
+        ping_interval=settings.ping_interval_s or None,
+        ping_timeout=settings.ping_timeout_s or None,
+    ) as server:
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         if handle_signals:
@@ -202,6 +256,15 @@ async def serve(
             for sig in installed:
                 loop.remove_signal_handler(sig)
     log.info("voice server stopped")
+
+
+async def refuse_session(ws: ServerConnection, code: str, message: str, metrics: VoiceMetrics) -> None:
+    """Tell a client why it gets no session (a typed ``error``), then close with 1013 (try again later):
+    browsers see neither an HTTP status nor a body of a refused handshake, but they do see this."""
+    metrics.error(code)
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(proto.encode(proto.error_event(code, message)))
+        await ws.close(1013, code)
 
 
 async def run_server(services: ServerServices, host: str, port: int) -> None:
