@@ -272,6 +272,8 @@ def cmd_talk(args: argparse.Namespace) -> int:
         argv += ["--out", args.out]
     if args.realtime:
         argv.append("--realtime")
+    if args.token:
+        argv += ["--token", args.token]
     return client_main(argv)
 
 
@@ -345,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session", default=None)
     p.add_argument("--out", default=None, help="save the reply audio as wav")
     p.add_argument("--realtime", action="store_true", help="stream at speaking pace")
+    p.add_argument(
+        "--token", default=None, help="the server's access token (default: $EMO_VOICE__AUTH_TOKEN)"
+    )
     p.set_defaults(func=cmd_talk)
 
     from perception.finetune.cli import add_train_parser

@@ -2,6 +2,7 @@
 
     python -m voice.client FILE.wav [--url ws://HOST:8765/ws] [--realtime] [--session ID] [--out reply.wav]
     python -m voice.client --text "I missed the bus again." --out reply.wav
+    EMO_VOICE__AUTH_TOKEN=... python -m voice.client FILE.wav     # a server that needs its access token
 
 The file (wav/ogg/flac, any rate, mono or stereo: channels are averaged) is streamed as PCM16 at its own rate,
 which ``session.start`` declares; ``--realtime`` paces it like a microphone. At the end the client sends
@@ -9,7 +10,8 @@ which ``session.start`` declares; ``--realtime`` paces it like a microphone. At 
 first ``assistant.done`` (or a turn-ending ``error``); with both FILE and ``--text`` the text is sent once the
 file's turn has been answered. ``--out`` saves the reply audio as a WAV file. Exit status: 0; 1 on an
 ``error`` event, an unreachable server or no ``assistant.done`` in time; 2 for an unreadable file or a URL
-that is not a websocket endpoint.
+that is not a websocket endpoint (or refuses the handshake, e.g. 401 for a missing or wrong token).
+The access token (``--token``, default ``EMO_VOICE__AUTH_TOKEN``) goes in ``Authorization: Bearer``.
 
 As a library (tests, ``bench/``)::
 
@@ -23,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,11 +34,12 @@ from typing import Any
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 
 from voice.protocol import float32_to_pcm16
 
 DEFAULT_URL = "ws://127.0.0.1:8765/ws"
+TOKEN_ENV = "EMO_VOICE__AUTH_TOKEN"  # the server's setting, read as the client's default token
 # error codes after which no reply follows for the turn
 TURN_ENDING_ERRORS = frozenset({"no_speech", "audio_error", "turn_failed", "session_failed"})
 
@@ -134,20 +138,26 @@ async def converse(
     flush: bool = True,
     timeout: float = 120.0,
     on_event: Any = None,
+    token: str | None = None,
 ) -> Conversation:
     """Run one user turn (audio and/or typed ``text``) and return what the server sent, timestamped.
 
     ``audio`` is float32 mono at ``sample_rate`` (the rate declared in ``session.start``). With ``flush``,
     ``input.flush`` follows the audio unless the VAD already ended the turn. Returns after the first
     ``assistant.done`` (or turn-ending ``error``) that arrives once all input was sent, or after ``timeout``.
-    ``on_event(TimedEvent)`` is called as frames arrive.
+    ``on_event(TimedEvent)`` is called as frames arrive. ``token`` is sent as ``Authorization: Bearer``.
+    Raises :class:`RuntimeError` when the server answers ``session.start`` with an ``error`` (e.g.
+    ``server_busy``), websockets' ``InvalidStatus`` when it refuses the handshake (401, 403, 404).
     """
-    async with connect(url, max_size=None) as ws:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with connect(url, max_size=None, additional_headers=headers) as ws:
         start: dict[str, Any] = {"type": "session.start", "sample_rate": sample_rate}
         if session_id:
             start["session_id"] = session_id
         await ws.send(json.dumps(start))
         started = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if started.get("type") == "error":
+            raise RuntimeError(f"no session: {started.get('code')}: {started.get('message')}")
         if started.get("type") != "session.started":
             raise RuntimeError(f"session did not start: {started}")
         conv = Conversation(
@@ -265,7 +275,7 @@ def describe(item: TimedEvent) -> str | None:
         return f"{head}  [{ev.get('policy')}] {ev.get('text')}"
     if kind == "assistant.interrupted":
         return f"{head}  heard: {ev.get('heard_text')!r}"
-    if kind == "error":
+    if kind in ("error", "warning"):
         return f"{head}  {ev.get('code')}: {ev.get('message')}"
     if kind == "session.started":
         return f"{head}  {ev.get('session_id')} resumed={ev.get('resumed')}"
@@ -283,6 +293,17 @@ def _save_wav(path: Path, pcm: bytes, rate: int) -> None:
     sf.write(str(path), np.frombuffer(pcm, dtype="<i2"), rate, subtype="PCM_16")
 
 
+def _refusal_hint(exc: Exception, token: str | None) -> str:
+    """What to do about a refused handshake, for the one-line message."""
+    status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
+    if status == 401:
+        wrong = "wrong" if token else "missing"
+        return f" (the access token is {wrong}: give it with --token or ${TOKEN_ENV})"
+    if status == 403:
+        return " (the server does not allow this client's Origin: see EMO_VOICE__ALLOWED_ORIGINS)"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m voice.client", description=__doc__.split("\n\n")[0])
     parser.add_argument("file", nargs="?", help="audio file to send as the user's turn (wav/ogg/flac)")
@@ -292,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text", default=None, help="a typed turn (instead of, or after, the file)")
     parser.add_argument("--out", type=Path, default=None, help="save the reply audio as WAV")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the reply")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"the server's access token (default: ${TOKEN_ENV}; the environment keeps it out of `ps`)",
+    )
     args = parser.parse_args(argv)
     if args.file is None and args.text is None:
         parser.error("give an audio FILE or --text")
@@ -320,13 +346,16 @@ def main(argv: list[str] | None = None) -> int:
                 realtime=args.realtime,
                 timeout=args.timeout,
                 on_event=show,
+                token=args.token,
             )
         )
     except (InvalidURI, WebSocketException) as exc:  # not a websocket URL, or no websocket there (404...)
         if isinstance(exc, ConnectionClosed):
             print(f"emo-agent talk: connection to {args.url} lost: {exc}", file=sys.stderr)
             return 1
-        print(f"emo-agent talk: cannot open {args.url}: {exc}", file=sys.stderr)
+        print(
+            f"emo-agent talk: cannot open {args.url}: {exc}{_refusal_hint(exc, args.token)}", file=sys.stderr
+        )
         return 2
     except (OSError, RuntimeError) as exc:
         print(f"emo-agent talk: cannot talk to {args.url}: {exc}", file=sys.stderr)

@@ -3,17 +3,27 @@
 //   #turns > li.turn[data-turn-id][data-state="perceived|replying|done|interrupted"]
 //   #start (microphone on/off, data-state), #session-id[data-session-id], #connection[data-connection], #vad[data-vad], #errors > li[data-code]
 //   #consent[data-consent="true|false"], #trajectory-chart[data-turns] > g.turn-point[data-turn-id] (trajectory.js)
+//   #errors > li[data-kind="warning"] (warning events), #token-form[hidden] (shown when a connection fails
+//   before its session started: the server may want an access token)
+// Access token (docs/voice.md, "Security"): open the page as /#token=TOKEN once; it is kept in localStorage,
+// taken out of the address bar, offered as the websocket subprotocol emo-agent.token.TOKEN (browsers cannot
+// set headers on a WebSocket) and sent as Authorization: Bearer on the page's own fetches.
 
 import { CAPTURE_RATE, Microphone, Player } from "./audio.js";
 import { TrajectoryPanel } from "./trajectory.js";
 
 const SESSION_KEY = "emo-agent.session-id";
+const TOKEN_KEY = "emo-agent.token";
+const SUBPROTOCOL = "emo-agent";
+// Characters a Sec-WebSocket-Protocol value may hold (an RFC 7230 token); others go in ?access_token=.
+const SUBPROTOCOL_SAFE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const $ = (id) => document.getElementById(id);
 
 const ui = {
   mic: $("start"), flush: $("flush-button"), vad: $("vad"), form: $("text-form"), input: $("text-input"),
   sessionId: $("session-id"), connection: $("connection"), newSession: $("new-session-button"),
   errors: $("errors"), turns: $("turns"), template: $("turn-template"), consent: $("consent"),
+  tokenForm: $("token-form"), tokenInput: $("token-input"),
 };
 const trajectory = new TrajectoryPanel($("trajectory-chart"), $("trajectory-summary"));
 
@@ -38,13 +48,41 @@ function audioContext() {
   return context;
 }
 
+// ------------------------------------------------------------------------------------------- access
+
+// A token given as #token=... is kept and removed from the address bar (and so from history and bookmarks).
+function takeTokenFromUrl() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (!params.has("token")) return;
+  const token = params.get("token").trim();
+  if (token) localStorage.setItem(TOKEN_KEY, token);
+  else localStorage.removeItem(TOKEN_KEY);
+  params.delete("token");
+  const rest = params.toString();
+  history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+}
+
+function accessToken() {
+  return localStorage.getItem(TOKEN_KEY) || "";
+}
+
+function authHeaders() {
+  const token = accessToken();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
 // ------------------------------------------------------------------------------------------- socket
 
 function connect() {
   const url = new URL("ws", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  ws = new WebSocket(url);
+  const token = accessToken();
+  const protocols = [];
+  if (token && SUBPROTOCOL_SAFE.test(token)) protocols.push(SUBPROTOCOL, `${SUBPROTOCOL}.token.${token}`);
+  else if (token) url.searchParams.set("access_token", token);
+  ws = protocols.length ? new WebSocket(url, protocols) : new WebSocket(url);
   ws.binaryType = "arraybuffer";
+  const socket = ws;
   setConnection("connecting", "Connecting…");
   ws.onopen = () => {
     const start = { type: "session.start", sample_rate: CAPTURE_RATE };
@@ -53,10 +91,17 @@ function connect() {
     ws.send(JSON.stringify(start));
   };
   ws.onmessage = (e) => (typeof e.data === "string" ? onEvent(JSON.parse(e.data)) : onAudio(e.data));
-  ws.onclose = () => {
+  ws.onclose = (e) => {
+    const neverStarted = !started;
     started = false;
     setConnection("closed", "Disconnected");
     stopMic();
+    // 1006 before any session: the handshake was refused (a missing or wrong token, a foreign origin) or
+    // the server is not there. The browser does not say which, so offer to enter a token.
+    if (neverStarted && e.code === 1006 && socket === ws) {
+      ui.tokenForm.hidden = false;
+      showError("connection", token ? "could not connect: is the access token right?" : "could not connect");
+    }
   };
 }
 
@@ -81,6 +126,7 @@ function onEvent(ev) {
       ui.sessionId.textContent = ev.session_id;
       ui.sessionId.dataset.sessionId = ev.session_id;
       setConnection("open", ev.resumed ? "Connected (resumed)" : "Connected");
+      ui.tokenForm.hidden = true;
       outputRate = ev.output_sample_rate;
       showConsent(ev.consent);
       if (ev.resumed && ev.consent !== false) loadHistory(ev.session_id);
@@ -147,6 +193,9 @@ function onEvent(ev) {
     case "error":
       showError(ev.code, ev.message);
       break;
+    case "warning":
+      showError(ev.code, ev.message, "warning");
+      break;
     default:
       break;
   }
@@ -160,7 +209,8 @@ function showConsent(consent) {
 // Earlier turns of a resumed session, from the server's trajectory log (404 when nothing was logged).
 async function loadHistory(sessionId) {
   try {
-    const response = await fetch(new URL(`sessions/${encodeURIComponent(sessionId)}/trajectory`, location.href));
+    const url = new URL(`sessions/${encodeURIComponent(sessionId)}/trajectory`, location.href);
+    const response = await fetch(url, { headers: authHeaders() });
     if (!response.ok) return;
     const body = await response.json();
     if (ui.sessionId.dataset.sessionId === sessionId) trajectory.loadHistory(body.turns || []);
@@ -234,9 +284,10 @@ function addTurn(ev) {
   return card;
 }
 
-function showError(code, message) {
+function showError(code, message, kind = "error") {
   const li = document.createElement("li");
   li.dataset.code = code;
+  li.dataset.kind = kind;
   li.textContent = `${code}: ${message}`;
   ui.errors.prepend(li);
   while (ui.errors.children.length > 5) ui.errors.lastElementChild.remove();
@@ -284,6 +335,16 @@ ui.form.addEventListener("submit", (e) => {
   send({ type: "input.text", text });
   ui.input.value = "";
 });
+ui.tokenForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const token = ui.tokenInput.value.trim();
+  if (token) localStorage.setItem(TOKEN_KEY, token);
+  else localStorage.removeItem(TOKEN_KEY);
+  ui.tokenInput.value = "";
+  ui.tokenForm.hidden = true;
+  if (ws) { ws.onclose = null; ws.close(); }
+  connect();
+});
 ui.newSession.addEventListener("click", () => {
   localStorage.removeItem(SESSION_KEY);
   stopMic();
@@ -300,4 +361,5 @@ window.emoAgent = {
   get sessionId() { return ui.sessionId.dataset.sessionId; },
   get currentTurn() { return currentTurn; },
 };
+takeTokenFromUrl();
 connect();
