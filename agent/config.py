@@ -37,6 +37,14 @@ class TrajectorySettings(BaseModel):
     ttl_s: int = 7 * 24 * 3600
     # Keep each user turn's 16 kHz audio (WAV) beside its record. Off: audio is never stored.
     keep_audio: bool = False
+    # While Redis is unreachable, turns wait in memory (in order) and are written when it is back: at most
+    # this many turns and bytes (records as JSON plus kept audio; a 30 s turn's audio is about 1 MB).
+    # A turn that does not fit is not logged (the client gets a trajectory_dropped warning). 0: no buffer.
+    buffer_turns: int = Field(default=1000, ge=0)
+    buffer_bytes: int = Field(default=64 << 20, ge=0)
+    # Longest wait for one trajectory write before Redis counts as unreachable (a healthy write takes
+    # about a millisecond; a turn's assistant.done waits for its records).
+    write_timeout_s: float = Field(default=2.0, gt=0)
 
 
 class Settings(BaseSettings):

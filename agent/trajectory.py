@@ -12,6 +12,11 @@ session without consent writes nothing here.
 
 Schema versions: 1 = the record without ``audio_ref``; 2 adds ``audio_ref`` (records of version 1
 still load, with ``audio_ref`` empty).
+
+Redis faults: the voice sessions write through :attr:`TrajectoryLog.write_buffer` (a
+:class:`~voice.records.RecordBuffer`): while Redis cannot be reached, up to ``buffer_turns`` turns
+(``buffer_bytes`` bytes) wait in memory and are written in order when it answers again; ``aclose`` tries
+once more before the process exits. :meth:`append` and :meth:`store_audio` themselves raise as redis-py does.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from __future__ import annotations
 import json
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
-from voice.records import EXPORT_COLUMNS, SCHEMA_VERSION, TurnRecord
+from voice.records import EXPORT_COLUMNS, SCHEMA_VERSION, RecordBuffer, TurnRecord
 
 __all__ = [
     "AUDIO_KEY_PREFIX",
@@ -53,7 +59,8 @@ class TrajectoryLog:
     """Append and read turn records. One instance serves all sessions (redis-py's pool is shared).
 
     ``consent_default`` (used when a client does not say), ``keep_audio`` and ``dialogue_model`` (the model
-    id written on assistant records) are read by the voice session.
+    id written on assistant records) are read by the voice session, which writes through ``write_buffer``.
+    ``buffer_turns`` = 0 buffers nothing: a turn that ends while Redis is unreachable is not logged.
     """
 
     def __init__(
@@ -64,12 +71,28 @@ class TrajectoryLog:
         consent_default: bool = True,
         keep_audio: bool = False,
         dialogue_model: str | None = None,
+        buffer_turns: int = 1000,
+        buffer_bytes: int = 64 << 20,
+        write_timeout_s: float = 2.0,
     ) -> None:
         self._redis = client
         self._ttl_s = ttl_s
         self.consent_default = consent_default
         self.keep_audio = keep_audio
         self.dialogue_model = dialogue_model
+        # Every Redis error is a state of the server (down, loading, out of memory, read-only replica),
+        # so it is retried; anything else (a bug) drops the turn with a logged traceback.
+        self.write_buffer = RecordBuffer(
+            self,
+            max_turns=buffer_turns,
+            max_bytes=buffer_bytes,
+            write_timeout_s=write_timeout_s,
+            retry_on=(OSError, RedisError),
+        )
+
+    async def aclose(self) -> None:
+        """Stop retrying buffered writes after one last attempt (the Redis client stays the caller's)."""
+        await self.write_buffer.aclose()
 
     async def store_audio(self, session_id: str, turn_id: str, wav: bytes) -> str:
         """Store one user turn's WAV bytes (same TTL as the stream); returns the key for ``audio_ref``."""

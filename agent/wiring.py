@@ -56,11 +56,15 @@ class Services:
             consent_default=settings.trajectory.consent_default,
             keep_audio=settings.trajectory.keep_audio,
             dialogue_model=_dialogue_model_id(settings),
+            buffer_turns=settings.trajectory.buffer_turns,
+            buffer_bytes=settings.trajectory.buffer_bytes,
+            write_timeout_s=settings.trajectory.write_timeout_s,
         )
         return cls(settings, perceiver, dialogue, tts, trajectory, client)
 
     async def aclose(self) -> None:
         await self.dialogue.aclose()
+        await self.trajectory.aclose()  # a last try at trajectory turns still buffered
         await self.redis.aclose()
         close_perception(self.perceiver)
 
