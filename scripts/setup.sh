@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Sets up a fresh machine: system packages (Redis; Chromium for the browser test with --with-browser),
+# Sets up a fresh machine: system packages (Redis; Chromium for the browser test with --with-browser;
+# Debian's docker-compose, which checks docker-compose.yml without a Docker engine, with --with-compose),
 # a Python venv in .venv with the CPU build of torch and every model the assistant embeds.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_browser=0
+want_compose=0
 for arg in "$@"; do
   [ "$arg" = "--with-browser" ] && want_browser=1
+  [ "$arg" = "--with-compose" ] && want_compose=1
 done
 
 apt_pkgs=()
@@ -18,6 +21,13 @@ if [ "${#apt_pkgs[@]}" -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+fi
+if [ "$want_compose" = 1 ] && ! command -v docker-compose >/dev/null 2>&1; then
+  # Without its recommended docker.io: only the file is checked here, no container is run.
+  echo "==> apt-get install docker-compose"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
 fi
 
 PY=${PYTHON:-python3.11}
