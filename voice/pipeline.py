@@ -392,7 +392,8 @@ class TurnPipeline:
             self._report(turn, "interrupted", notify=False)
             return
         heard = reply.heard_text(now, speaking=self._tts is not None)
-        self._log.info("turn %s interrupted; heard %r", turn.turn_id, heard)
+        self._log.info("turn %s interrupted (%d characters heard)", turn.turn_id, len(heard))
+        self._log.debug("turn %s: heard %r", turn.turn_id, heard)
         if notify:
             self._out.send(proto.assistant_interrupted_event(turn.turn_id, heard))
         await self._close_interrupted(turn, heard)
@@ -406,7 +407,8 @@ class TurnPipeline:
         turn.finished = True  # from here on a newer turn waits for this bookkeeping instead of repeating it
         self._out.drop_audio(turn.turn_id)
         heard = reply.heard_text(time.monotonic(), speaking=self._tts is not None)
-        self._log.info("turn %s: reply failed; heard %r", turn.turn_id, heard)
+        self._log.info("turn %s: reply failed (%d characters heard)", turn.turn_id, len(heard))
+        self._log.debug("turn %s: heard %r", turn.turn_id, heard)
         self._out.send(proto.assistant_interrupted_event(turn.turn_id, heard))
         await self._close_interrupted(turn, heard)
 

@@ -237,7 +237,7 @@ class Session:
             raise ProtocolError(ErrorCode.SESSION_FAILED, f"{type(exc).__name__}: {exc}") from exc
         self.session_id = session_id
         self._log = logging.LoggerAdapter(log, {"session_id": session_id})
-        recorder = TurnRecorder(self._trajectory, self._log)
+        recorder = TurnRecorder(self._trajectory, self._log, outlet=self._out)
         self.consent = msg.consent if msg.consent is not None else recorder.consent_default
         self._pipeline = TurnPipeline(
             session_id,

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import re
 import shutil
 import subprocess
 import time
@@ -29,7 +27,6 @@ from websockets.asyncio.client import connect
 from agent.trajectory import TrajectoryLog
 from tests.voice.test_voice_session import events_of, recv_until, start
 from tests.voice.voice_fakes import FakeTrajectory, free_port, make_services, perception_for, skip_or_fail
-from voice import session as voice_session
 from voice.records import PendingTurn, RecordBuffer, TurnRecorder, WriteResult, assistant_record, user_record
 from voice.server import serve
 from voice.vad import SileroVAD
@@ -357,16 +354,6 @@ async def test_a_redis_outage_loses_no_turn_and_fails_none(faulty_server: Simple
     assert [r.turn_id for r in records[::2]] == turn_ids  # in the order the turns ended
 
 
-SESSION_HANDS_OUT_ITS_OUTLET = bool(
-    re.search(r"TurnRecorder\([^)]*outlet=", inspect.getsource(voice_session))
-)
-
-
-@pytest.mark.xfail(
-    not SESSION_HANDS_OUT_ITS_OUTLET,
-    reason="voice/session.py does not yet pass its outbound queue to TurnRecorder(outlet=...)",
-    strict=True,
-)
 async def test_the_client_is_warned_of_turns_waiting_for_the_log(faulty_server: SimpleNamespace) -> None:
     _, seen = await converse_through_an_outage(faulty_server)
     warnings = events_of(seen, "warning")
