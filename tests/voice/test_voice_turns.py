@@ -183,7 +183,13 @@ def test_speech_after_a_pause_resumes_the_turn_and_each_silence_pauses_once(paus
 def test_a_turn_that_resumed_ends_unpaused_at_max_length() -> None:
     detector = TurnDetector(loud_is_speech, TurnSettings(pause_ms=200, max_turn_s=1.5))
     events = detector.feed(np.concatenate([speech(500), silence(250), speech(1500)]))
-    assert kinds(events)[:5] == ["SpeechStarted", "SpeechPaused", "SpeechResumed", "SpeechStopped", "TurnEnded"]
+    assert kinds(events)[:5] == [
+        "SpeechStarted",
+        "SpeechPaused",
+        "SpeechResumed",
+        "SpeechStopped",
+        "TurnEnded",
+    ]
     assert events[4].reason == "max_length" and not events[4].paused
 
 
