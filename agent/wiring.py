@@ -6,17 +6,20 @@ Heavy models are loaded here, once, not per connection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import redis.asyncio as aioredis
 
 from agent.config import Settings
 from agent.perception_service import build_perception, close_perception
 from agent.trajectory import TrajectoryLog
 from dialogue.engine import DialogueEngine
-from perception.base import Perceiver
+from perception.base import SAMPLE_RATE, Perceiver
 from voice.tts import TTS, build_tts
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ class Services:
             buffer_bytes=settings.trajectory.buffer_bytes,
             write_timeout_s=settings.trajectory.write_timeout_s,
         )
+        await asyncio.to_thread(warm_up, perceiver if settings.perception.mode == "in-process" else None, tts)
         return cls(settings, perceiver, dialogue, tts, trajectory, client)
 
     async def aclose(self) -> None:
@@ -67,6 +71,30 @@ class Services:
         await self.trajectory.aclose()  # a last try at trajectory turns still buffered
         await self.redis.aclose()
         close_perception(self.perceiver)
+
+
+def warm_up(perceiver: Perceiver | None, tts: TTS | None) -> None:
+    """Run each model once before the first user does: the first call of an ONNX, CTranslate2 or torch
+    model allocates and plans (hundreds of ms), which would otherwise land on the first turn's latency.
+    The perception runs on a synthetic voiced sound against a throwaway speaker baseline; failures are
+    logged, never raised (the server serves anyway)."""
+    started = time.perf_counter()
+    if perceiver is not None:
+        t = np.arange(int(1.5 * SAMPLE_RATE)) / SAMPLE_RATE
+        f0 = 140 + 20 * np.sin(2 * np.pi * 1.5 * t)
+        voiced = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / SAMPLE_RATE) / k for k in range(1, 8))
+        audio = (0.1 * voiced * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t) ** 2)).astype(np.float32)
+        try:
+            perceiver.perceive(audio, SAMPLE_RATE, perceiver.new_baseline())
+            perceiver.perceive_text("Hello there.")
+        except Exception as exc:
+            log.warning("perception warm-up failed: %s", exc)
+    if tts is not None:
+        try:
+            b"".join(tts.synthesize("Hello."))
+        except Exception as exc:
+            log.warning("TTS warm-up failed: %s", exc)
+    log.info("models warmed up in %.1f s", time.perf_counter() - started)
 
 
 def _dialogue_model_id(settings: Settings) -> str:
