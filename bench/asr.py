@@ -5,8 +5,11 @@
 Whisper was trained on 30 s windows; a turn is padded with silence to fill one. Three ways to decode:
 
 * **padded**: the standard pass, the encoder run over the whole padded window every turn;
-* **spliced** (the default): the encoder run over the speech alone, followed by the encoder states of
+* **spliced**: the encoder run over the speech alone, followed by the encoder states of
   silence for the positions after it (computed once); ``WhisperASR(spliced=True)``;
+* **spliced+1s** (the default): as spliced, but the speech is encoded together with the first second of
+  its padding, so the last words' states have seen the silence after them;
+  ``WhisperASR(spliced=True, splice_context_s=1.0)``;
 * **compact**: the speech's own encoder states and nothing after them (shown for why the silence matters).
 
 Each runs on ``--limit`` single held-out clips (2-3 s) and on the same clips joined three at a time with
@@ -36,7 +39,8 @@ from bench.perception import DEFAULT_MANIFEST, held_out_sample  # noqa: E402
 from perception.asr import MAX_COMPRESSION_RATIO, WhisperASR, _compression_ratio  # noqa: E402
 from perception.evaluation import read_manifest, word_error_rate  # noqa: E402
 
-MODES = ("padded", "spliced", "compact")
+MODES = ("padded", "spliced", "spliced+1s", "compact")
+CONTEXT_S = 1.0  # the "spliced+1s" mode: this much of the padding encoded with the speech
 
 
 def decode(asr: WhisperASR, audio: np.ndarray, mode: str) -> str:
@@ -45,6 +49,9 @@ def decode(asr: WhisperASR, audio: np.ndarray, mode: str) -> str:
     mel = asr.mel(audio)
     if mode == "padded":
         return asr._decode(asr._encode_window(mel))
+    if mode == "spliced+1s":
+        asr.splice_context_s = CONTEXT_S
+        return asr._decode(asr.spliced_window(asr.context_states(mel)))
     states = asr.encode_compact(audio, mel)
     if mode == "spliced":
         return asr._decode(asr.spliced_window(states))
@@ -73,9 +80,11 @@ def perceive_both(rows) -> dict:
     from perception.registry import build_perceiver
 
     out = {}
-    for mode, spliced in (("standard", False), ("spliced", True)):
+    decodings = (("standard", False, 0.0), ("spliced", True, 0.0), ("spliced+1s", True, CONTEXT_S))
+    for mode, spliced, context_s in decodings:
         print(f"perceiver: {mode} ...", file=sys.stderr)
-        perceiver = build_perceiver(PerceptionSettings(asr_spliced_padding=spliced))
+        settings = PerceptionSettings(asr_spliced_padding=spliced, asr_splice_context_s=context_s)
+        perceiver = build_perceiver(settings)
         report = evaluate(perceiver, rows, progress=False)
         out[mode] = {k: report[k] for k in ("n", "wer", "ua", "wa", "macro_f1", "rtf")}
     return out
@@ -130,7 +139,7 @@ def main() -> int:
         print(f"{name} ({first['turns']} turns, {first['mean_turn_s']} s each)")
         for mode in MODES:
             r = result[name][mode]
-            print(f"  {mode:8s} WER {r['wer']:.3f}  loops {r['loops']:3d}  RTF {r['rtf']:.3f}")
+            print(f"  {mode:10s} WER {r['wer']:.3f}  loops {r['loops']:3d}  RTF {r['rtf']:.3f}")
     for mode, r in result.get("perception", {}).items():
         print(f"perceiver, {mode:8s} decoding: WER {r['wer']:.4f}  UA {r['ua']:.4f}  RTF {r['rtf']:.3f}")
     print(f"wrote {args.out}")

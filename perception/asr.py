@@ -112,7 +112,8 @@ class WhisperASR:
         compute_type: str = "",  # empty: int8 on the CPU, float16 on a GPU
         cache_dir: Path | None = None,
         spliced: bool = False,
-        device: str = "cpu",  # PerceptionSettings.device: cpu, cuda, cuda:N or auto
+        device: str = "cpu",
+        splice_context_s: float = 0.0,  # PerceptionSettings.device: cpu, cuda, cuda:N or auto
     ) -> None:
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
@@ -122,6 +123,9 @@ class WhisperASR:
         self.name = model or "tiny.en"
         self.beam_size = max(1, int(beam_size))
         self.spliced = bool(spliced)
+        # Spliced decoding: seconds of the padding encoded with the speech before the silence's states
+        # take over (0: the speech alone), so the last words' states see the silence after them.
+        self.splice_context_s = max(0.0, float(splice_context_s))
         self._silence: np.ndarray | None = None
         path = resolve_model(self.name, cache_dir)
         kind, index, default_compute = ctranslate2_device(device)
@@ -177,6 +181,17 @@ class WhisperASR:
         silence = self.silence_states()
         window = np.concatenate([states[: len(silence)], silence[len(states) :]])
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(window[None], dtype=np.float32))
+
+    def context_states(self, mel: np.ndarray) -> np.ndarray:
+        """Encoder states of the turn's log-mel followed by ``splice_context_s`` of the standard pass's
+        padding (zero frames), encoded together: what :meth:`spliced_window` puts before the silence."""
+        frames = int(round(self.splice_context_s * 100))
+        window = self.model.feature_extractor.nb_max_frames
+        padded = np.concatenate([mel, np.zeros((mel.shape[0], frames), dtype=mel.dtype)], axis=1)
+        padded = padded[:, :window]
+        padded = padded[:, : max(2, padded.shape[1] - padded.shape[1] % 2)]  # even: conv stride 2
+        with self._lock:
+            return np.asarray(self.model.encode(np.ascontiguousarray(padded)))[0].astype(np.float32)
 
     def encode(self, audio: np.ndarray, mel: np.ndarray | None = None) -> np.ndarray:
         """Encoder states ``(frames, d_model)`` of the standard (30 s padded) pass, trimmed to the audio."""
@@ -237,7 +252,10 @@ class WhisperASR:
         if len(audio) > MAX_WINDOW_S * SAMPLE_RATE:
             with self._lock:
                 return AsrResult(self._transcribe_long(audio), mel, states)
-        window = self.spliced_window(states) if self.spliced else None
+        window = None
+        if self.spliced:
+            spliced_states = self.context_states(mel) if self.splice_context_s > 0 else states
+            window = self.spliced_window(spliced_states)
         with self._lock:
             text = self._decode(window if window is not None else self._encode_window(mel))
             if text and _compression_ratio(text) > MAX_COMPRESSION_RATIO:

@@ -63,6 +63,7 @@ class ClassicalPerceiver(PerceptionPipeline[ClassicalTurn]):
             beam_size=s.asr_beam_size,
             cpu_threads=s.cpu_threads,
             spliced=s.asr_spliced_padding,
+            splice_context_s=s.asr_splice_context_s,
             device=s.device,
         )
         asr_is_feature_model = self.asr.name in (FEATURE_ASR_MODEL, "", "default")

@@ -41,6 +41,8 @@ class VoiceSettings(BaseModel):
     # Piper voice: empty means the bundled en_US-joe-medium.
     tts_voice: str = ""
     tts_enabled: bool = True
+    # onnxruntime threads for Piper; 0 lets onnxruntime use every core (docs/testing.md has the measurement).
+    tts_threads: int = Field(default=0, ge=0)
 
     # ---- access and limits (docs/voice.md, "Security and limits") ----
     # Shared access token. Empty: no token needed (the default, for a server on 127.0.0.1). Set: the

@@ -45,7 +45,9 @@ class TTS(ABC):
 class PiperTTS(TTS):
     """Piper (VITS, ONNX) voice. One instance serves every session."""
 
-    def __init__(self, model_path: str | Path | None = None, config_path: str | Path | None = None) -> None:
+    def __init__(
+        self, model_path: str | Path | None = None, config_path: str | Path | None = None, threads: int = 0
+    ) -> None:
         from piper import PiperVoice  # imported here: only this backend needs piper
 
         if model_path is None:
@@ -58,6 +60,15 @@ class PiperTTS(TTS):
             raise FileNotFoundError(f"Piper voice not found: {model_path}")
         self.model_path = model_path
         self._voice = PiperVoice.load(str(model_path), config_path=str(config_path) if config_path else None)
+        if threads > 0:  # Piper's own session uses every core; this one shares them with ASR and the LLM
+            import onnxruntime
+
+            opts = onnxruntime.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            self._voice.session = onnxruntime.InferenceSession(
+                str(model_path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
         self.sample_rate = int(self._voice.config.sample_rate)
         # espeak-ng (phonemisation) keeps global state; the ONNX model itself is thread-safe.
         self._phonemize_lock = threading.Lock()
@@ -97,5 +108,5 @@ def build_tts(voice_settings: VoiceSettings) -> TTS:
     if voice_settings.tts_voice:
         path = Path(voice_settings.tts_voice).expanduser()
         config = path.with_name(path.name + ".json")
-        return PiperTTS(path, config if config.is_file() else None)
-    return PiperTTS()
+        return PiperTTS(path, config if config.is_file() else None, threads=voice_settings.tts_threads)
+    return PiperTTS(threads=voice_settings.tts_threads)

@@ -54,6 +54,7 @@ class WhisperTurnFeatures:
             beam_size=s.asr_beam_size,
             cpu_threads=s.cpu_threads,
             spliced=s.asr_spliced_padding,
+            splice_context_s=s.asr_splice_context_s,
             device=s.device,
         )
         same = _canonical(self.asr.name) == _canonical(config.semantic.name)
