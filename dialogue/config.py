@@ -33,6 +33,9 @@ class DialogueSettings(BaseModel):
     # decoding guard keeps it from repeating itself.
     reply_temperature: float = 0.0
     seed: int = 0
+    # CPU threads of the local models' generation (the reply model's CTranslate2 generator, the bundled
+    # LLM's torch). docs/testing.md has the measurement behind the default.
+    llm_threads: int = Field(default=1, ge=1)
     # Earlier exchanges the LLM sees (older ones are in the running summary). The reply model was trained with
     # two; a small model uses a short window best, and each exchange lengthens the prompt to prefill.
     history_turns: int = 2

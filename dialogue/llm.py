@@ -95,6 +95,7 @@ def build_chat_model(settings: DialogueSettings | Any, cache_dir: Path | None = 
             max_new_tokens=dialogue.max_new_tokens,
             temperature=dialogue.reply_temperature,
             seed=dialogue.seed,
+            num_threads=dialogue.llm_threads,
         )
     return LocalChatModel(
         model_source=dialogue.local_model,
@@ -102,6 +103,7 @@ def build_chat_model(settings: DialogueSettings | Any, cache_dir: Path | None = 
         max_new_tokens=dialogue.max_new_tokens,
         temperature=dialogue.temperature,
         seed=dialogue.seed,
+        num_threads=dialogue.llm_threads,
     )
 
 
