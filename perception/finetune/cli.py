@@ -162,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
     from perception.finetune.evaluation import HeldOutEvaluator, eval_items, holdout_speakers
     from perception.finetune.features import FeatureCache, WhisperFeatureExtractor
     from perception.finetune.supervision import build_teacher
-    from perception.finetune.trainer import TrainConfig, Trainer, latest_checkpoint
+    from perception.finetune.trainer import TrainConfig, Trainer, latest_checkpoint, make_accelerator
 
     cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
     out = Path(args.out)
@@ -202,22 +202,29 @@ def _run(args: argparse.Namespace) -> int:
         cache = FeatureCache(cache_dir, WhisperFeatureExtractor(config, cache_dir))
     except ValueError as exc:  # e.g. pooled layers the encoder does not have
         raise PerceptionError(f"bad configuration: {exc}") from exc
-    clips = cache.warm(clips, progress=not args.no_progress)  # unusable audio is logged and left out
+    process = make_accelerator(args.grad_accum)  # this process, alone or one of an `accelerate launch`
+    main = process.is_main_process  # writes the run folder; the others only read
+    with process.main_process_first():  # the first process fills the feature cache, the others read it
+        clips = cache.warm(clips, progress=not args.no_progress)  # unusable audio is logged and left out
     pools, stats = prepare_items(
         clips, cache, build_teacher(args.teacher), tuple(config.labels), progress=not args.no_progress
     )
     out.mkdir(parents=True, exist_ok=True)
     # "typical speech" for a new speaker's first turns: the corpus as recorded
     norms = CorpusNorms.from_samples([cache.get(c).cues for c in clips if c.condition == "clean"])
-    (out / NORMS_NAME).write_text(json.dumps(norms.to_json(), indent=2) + "\n")  # the perceiver's reference
+    if main:  # the perceiver's reference
+        (out / NORMS_NAME).write_text(json.dumps(norms.to_json(), indent=2) + "\n")
     normalizer = None
     if config.speaker_norm:
         normalizer = SpeakerNormalizer.from_pools(config, pools)
-        normalizer.norms.save(out)  # the perceiver's reference for a new speaker's voice
-    write_training_meta(out, args, clips, held_out, schedule, resume=not args.no_resume)
+        if main:
+            normalizer.norms.save(out)  # the perceiver's reference for a new speaker's voice
+    if main:
+        write_training_meta(out, args, clips, held_out, schedule, resume=not args.no_resume)
     held_items = []
     if held_out:
-        held_out = cache.warm(held_out, progress=not args.no_progress)
+        with process.main_process_first():
+            held_out = cache.warm(held_out, progress=not args.no_progress)
         held_items = eval_items(held_out, [cache.get(c) for c in held_out], tuple(config.labels))
     print(
         f"clips {len(clips)}; items "
@@ -230,9 +237,11 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_language_model(config.language_model, cache_dir))
+    with process.main_process_first():  # the bundled LM is converted into the cache once
+        tokenizer = AutoTokenizer.from_pretrained(resolve_language_model(config.language_model, cache_dir))
     processor = DualEncoderProcessor(config, tokenizer)
-    config.save(out)
+    if main:
+        config.save(out)
     evaluator = None
     if held_items:
         evaluator = HeldOutEvaluator(
@@ -249,25 +258,29 @@ def _run(args: argparse.Namespace) -> int:
             raise PerceptionError(f"--init-from {args.init_from}: {exc}") from exc
         parts = sorted({name.rsplit(".", 1)[0] for name in fresh})
         print(f"started from {init_from}; trained afresh: {', '.join(parts) or 'nothing'}", file=sys.stderr)
-    trainer = Trainer(
-        model,
-        BatchSampler(pools, processor, seed=args.seed, normalizer=normalizer, augment=config.augment),
-        TrainConfig(
-            out,
-            schedule,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            grad_accum=args.grad_accum,
-            save_every=args.save_every,
-            seed=args.seed,
-            progress=not args.no_progress,
-            eval_every=args.save_every if args.eval_every is None else args.eval_every,
-        ),
-        evaluator=evaluator,
-    )
+    try:
+        trainer = Trainer(
+            model,
+            BatchSampler(pools, processor, seed=args.seed, normalizer=normalizer, augment=config.augment),
+            TrainConfig(
+                out,
+                schedule,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                weight_decay=args.weight_decay,
+                grad_accum=args.grad_accum,
+                save_every=args.save_every,
+                seed=args.seed,
+                progress=not args.no_progress,
+                eval_every=args.save_every if args.eval_every is None else args.eval_every,
+            ),
+            accelerator=process,
+            evaluator=evaluator,
+        )
+    except ValueError as exc:  # a launch the trainer cannot run (FSDP, DeepSpeed with phases)
+        raise PerceptionError(str(exc)) from exc
     state = trainer.train(max_steps=args.max_steps, resume=not args.no_resume)
-    if state.global_step >= schedule.total_steps:
+    if state.global_step >= schedule.total_steps and main:
         finish_training_meta(out)
     print(
         f"step {state.global_step}/{schedule.total_steps}; last loss "

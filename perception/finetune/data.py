@@ -161,7 +161,12 @@ def augment_streams(
 
 
 class BatchSampler:
-    """Draws a batch for a global step: a task by the phase's weights, then items of that task."""
+    """Draws a batch for a global step: a task by the phase's weights, then items of that task.
+
+    Under ``accelerate launch`` each of the ``world`` processes takes its own ``batch_size`` items of one
+    global batch of ``batch_size * world`` (the task is the same on every process, so data-parallel
+    gradients average over the same parameters); a single process draws exactly what it always did.
+    """
 
     def __init__(
         self,
@@ -188,7 +193,7 @@ class BatchSampler:
         return sem, para, acoustic
 
     def batch(
-        self, global_step: int, tasks: dict[str, float], batch_size: int
+        self, global_step: int, tasks: dict[str, float], batch_size: int, rank: int = 0, world: int = 1
     ) -> tuple[str, list[EncodedExample]]:
         rng = np.random.default_rng([self.seed, global_step])
         names = [t for t, w in tasks.items() if w > 0 and self.pools.get(t)]
@@ -197,7 +202,11 @@ class BatchSampler:
         weights = np.array([tasks[t] for t in names], dtype=np.float64)
         task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
         pool = self.pools[task]
-        picks = rng.choice(len(pool), size=batch_size, replace=len(pool) < batch_size)
+        total = batch_size * world
+        picks = rng.choice(len(pool), size=total, replace=len(pool) < total)
+        if world > 1:  # this process's share; its augmentation draws are its own
+            picks = picks[rank * batch_size : (rank + 1) * batch_size]
+            rng = np.random.default_rng([self.seed, global_step, rank])
         examples = []
         for i in picks:
             sem, para, acoustic = self._features(pool[i], rng)

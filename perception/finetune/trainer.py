@@ -10,9 +10,11 @@ A run writes into ``output_dir``::
 ``Trainer.train()`` resumes from the newest ``checkpoint-*`` when one exists: the trained parts and the
 optimizer state are restored and the step counter continues; batches depend only on (seed, step), so the
 resumed run sees the same data it would have seen. The optimizer restarts at each phase boundary (its
-parameter set changes). On several GPUs / nodes the same code runs under ``accelerate launch``
-(docs/audiollm.md); the model is re-wrapped at each phase so data-parallel wrappers see the right
-parameters.
+parameter set changes). On several GPUs / nodes the same code runs under ``accelerate launch`` with
+data parallelism (DDP; configs/accelerate/, docs/scaling.md): each process trains on its own slice of a
+global batch of ``batch_size`` x processes, and the model is re-wrapped at each phase so the wrapper sees
+that phase's parameters. FSDP and DeepSpeed cannot be re-wrapped that way; the trainer accepts them only for
+a one-phase schedule (``--schedule joint``).
 
 With an ``evaluator`` (:class:`perception.finetune.evaluation.HeldOutEvaluator`) the model is scored on
 the held-out set every ``eval_every`` steps and once more at the end; each report gets its ``step`` and
@@ -71,6 +73,36 @@ class TrainState:
         )
 
 
+def make_accelerator(grad_accum: int = 1):  # -> accelerate.Accelerator
+    """The trainer's Accelerator: one process, or this one of an ``accelerate launch`` (or torchrun)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    return Accelerator(
+        gradient_accumulation_steps=grad_accum,
+        # ASR batches leave the aux head and the paralinguistic branch without gradients
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+def check_distributed(distributed_type, schedule: Schedule) -> None:
+    """``ValueError`` for a launch this trainer cannot run: FSDP (its checkpoints are the unwrapped module's
+    parameters, which FSDP shards), and DeepSpeed with more than one phase (each phase re-prepares the model,
+    and DeepSpeed builds one engine per run). Data parallelism (DDP, any number of GPUs and nodes) runs
+    every schedule."""
+    kind = str(getattr(distributed_type, "value", distributed_type)).upper()
+    if kind == "FSDP":
+        raise ValueError(
+            "the AudioLLM trainer does not run under FSDP (checkpoints would hold sharded parameters); "
+            "launch with DDP (configs/accelerate/multi_gpu.yaml) or DeepSpeed ZeRO-2 and --schedule joint"
+        )
+    if kind == "DEEPSPEED" and len(schedule.phases) > 1:
+        raise ValueError(
+            f"DeepSpeed runs one phase per launch; this schedule has {len(schedule.phases)} "
+            f"({', '.join(p.name for p in schedule.phases)}): use --schedule joint, or DDP for more phases"
+        )
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
     found = [p for p in Path(output_dir).glob("checkpoint-*") if (p / STATE_NAME).is_file()]
     return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
@@ -85,20 +117,15 @@ class Trainer:
         accelerator=None,  # accelerate.Accelerator; built here when None
         evaluator: Evaluator | None = None,
     ) -> None:
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs
-
         self.model = model
         self.sampler = sampler
         self.config = config
-        self.accelerator = accelerator or Accelerator(
-            gradient_accumulation_steps=config.grad_accum,
-            # ASR batches leave the aux head and the paralinguistic branch without gradients
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        )
+        self.accelerator = accelerator or make_accelerator(config.grad_accum)
         self.evaluator = evaluator
         self.state = TrainState()
         self.optimizer: torch.optim.Optimizer | None = None
+        check_distributed(self.accelerator.distributed_type, config.schedule)
+        self._deepspeed = str(getattr(self.accelerator.distributed_type, "value", "")).upper() == "DEEPSPEED"
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -109,7 +136,7 @@ class Trainer:
             tmp = path.with_name(path.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             acc.unwrap_model(self.model).save_pretrained(tmp)
-            if self.optimizer is not None:
+            if self.optimizer is not None and not self._deepspeed:  # ZeRO partitions it per process
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             (tmp / STATE_NAME).write_text(self.state.to_json(self.config.schedule))
             shutil.rmtree(path, ignore_errors=True)
@@ -199,7 +226,11 @@ class Trainer:
             if phase.frozen_eval:
                 acc.unwrap_model(self.model).train_groups_only(phase.train)
             task, examples = self.sampler.batch(
-                self.state.global_step, phase.tasks, phase.batch_size or cfg.batch_size
+                self.state.global_step,
+                phase.tasks,
+                phase.batch_size or cfg.batch_size,
+                rank=acc.process_index,
+                world=acc.num_processes,
             )
             batch = {k: v.to(acc.device) for k, v in self.sampler.processor.collate(examples).items()}
             with acc.accumulate(self.model):
