@@ -255,7 +255,8 @@ class Session:
             metrics=self._metrics,
             stream_reply=self._settings.stream_reply,
         )
-        self._resampler = StreamingResampler(msg.sample_rate, SAMPLE_RATE)
+        # Designing the filter for an odd rate takes a while: not on the event loop.
+        self._resampler = await asyncio.to_thread(StreamingResampler, msg.sample_rate, SAMPLE_RATE)
         turn_settings = TurnSettings.from_voice_settings(self._settings)
         self._detector = TurnDetector(self._vad.new_stream(), turn_settings)
         self._log.info(
