@@ -204,7 +204,9 @@ def _run(args: argparse.Namespace) -> int:
         raise PerceptionError(f"bad configuration: {exc}") from exc
     process = make_accelerator(args.grad_accum)  # this process, alone or one of an `accelerate launch`
     main = process.is_main_process  # writes the run folder; the others only read
-    with process.main_process_first():  # the first process fills the feature cache, the others read it
+    with (
+        process.local_main_process_first()
+    ):  # each machine's first process fills its cache, the others read it
         clips = cache.warm(clips, progress=not args.no_progress)  # unusable audio is logged and left out
     pools, stats = prepare_items(
         clips, cache, build_teacher(args.teacher), tuple(config.labels), progress=not args.no_progress
@@ -223,7 +225,7 @@ def _run(args: argparse.Namespace) -> int:
         write_training_meta(out, args, clips, held_out, schedule, resume=not args.no_resume)
     held_items = []
     if held_out:
-        with process.main_process_first():
+        with process.local_main_process_first():
             held_out = cache.warm(held_out, progress=not args.no_progress)
         held_items = eval_items(held_out, [cache.get(c) for c in held_out], tuple(config.labels))
     print(
@@ -237,7 +239,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from transformers import AutoTokenizer
 
-    with process.main_process_first():  # the bundled LM is converted into the cache once
+    with process.local_main_process_first():  # the bundled LM is converted into the cache once
         tokenizer = AutoTokenizer.from_pretrained(resolve_language_model(config.language_model, cache_dir))
     processor = DualEncoderProcessor(config, tokenizer)
     if main:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +189,8 @@ class FeatureCache:
     @staticmethod
     def _save(path: Path, features: ClipFeatures) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
+        # a name of this process's own: processes of a launch sharing the cache each replace the entry whole
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         arrays = {
             "semantic": features.semantic.astype(np.float16),  # halves the cache; states fit fp16 well
             "paralinguistic": features.paralinguistic.astype(np.float16),

@@ -17,7 +17,8 @@ Each round of :meth:`PerceptionWorker.run`:
 
 Delivery is at least once: a worker killed after publishing but before acknowledging has its job served
 again, and the second result is discarded by the ``SET NX``. :meth:`stop` (``SIGTERM``) ends the loop after
-the job in hand; the consumer leaves the group if it holds no pending job.
+the job in hand; the consumer leaves the group if it holds no pending job. While Redis cannot be reached
+the worker tries again every second, and it rejoins a group that has disappeared (a Redis restarted empty).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ import socket
 import threading
 import time
 from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from perception.base import AudioError, Perceiver, PerceptionError
 from perception.config import PerceptionQueueSettings
@@ -72,6 +77,7 @@ class PerceptionWorker:
         (reads that return nothing do not create a consumer)."""
         self.ensure_group()
         self.client.xgroup_createconsumer(self.settings.stream, self.settings.group, self.name)
+        self._reclaim_cursor = "0-0"
 
     def stop(self) -> None:
         """End :meth:`run` after the job in hand (safe from a signal handler or another thread)."""
@@ -95,7 +101,18 @@ class PerceptionWorker:
         )
         try:
             while not self._stop.is_set():
-                self.step()
+                try:
+                    self.step()
+                except (RedisConnectionError, RedisTimeoutError) as exc:  # Redis restarting, network
+                    log.warning("worker %s: Redis unreachable (%s); trying again in 1 s", self.name, exc)
+                    self._stop.wait(1.0)
+                except ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    log.warning(
+                        "worker %s: the stream or its group is gone (Redis restarted?); rejoining", self.name
+                    )
+                    self.join_group()
         finally:
             self._stop.set()
             heartbeat.join(timeout=5)

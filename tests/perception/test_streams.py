@@ -300,3 +300,60 @@ def test_baselines_of_the_shipped_models_travel_as_json() -> None:
     copy.load_state(state)
     assert copy.reference("level") == baseline.reference("level") and copy.n_turns == 2
     assert RemoteBaseline().state == {}
+
+
+def test_a_worker_rejoins_a_group_that_disappeared(client, settings, running) -> None:
+    worker, _ = running.start(LevelPerceiver(), client, settings, "w1")
+    remote = RemotePerceiver(client, settings)
+    remote.perceive(tone(0.1), 16000)
+    client.delete(settings.stream)  # as after a Redis restart without persistence
+    assert remote.perceive(tone(0.1), 16000).model == "level-test@1"
+    assert wait_for(lambda: worker.served == 2)
+
+
+def test_a_worker_outlives_a_redis_restart(tmp_path) -> None:
+    import subprocess
+
+    import redis
+
+    from tests.conftest import free_port
+
+    port = free_port()
+
+    def start_redis() -> subprocess.Popen:
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL,
+        )
+        c = redis.Redis(port=port)
+        assert wait_for(lambda: _pings(c)), "redis-server did not start"
+        return proc
+
+    server = start_redis()
+    client = redis.Redis(port=port)
+    settings = PerceptionQueueSettings(stream="restart", job_timeout_s=5, reclaim_idle_s=0.4, block_ms=100)
+    worker = PerceptionWorker(LevelPerceiver(), client, settings.model_copy(update={"consumer": "w"}))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        remote = RemotePerceiver(redis.Redis(port=port), settings)
+        remote.perceive(tone(0.1), 16000)
+        server.terminate()
+        server.wait(10)
+        time.sleep(0.5)  # the worker meets a closed port
+        assert thread.is_alive()
+        server = start_redis()  # empty: no stream, no group
+        assert remote.perceive(tone(0.1), 16000).model == "level-test@1"
+        assert wait_for(lambda: worker.served == 2)
+    finally:
+        worker.stop()
+        thread.join(10)
+        server.terminate()
+        server.wait(10)
+
+
+def _pings(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
