@@ -274,7 +274,10 @@ def cmd_talk(args: argparse.Namespace) -> int:
         argv.append("--realtime")
     if args.token:
         argv += ["--token", args.token]
-    return client_main(argv)
+    from agent.config import Settings
+
+    configured = Settings().voice.auth_token.get_secret_value() or None
+    return client_main(argv, default_token=configured)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -304,7 +303,9 @@ def _refusal_hint(exc: Exception, token: str | None) -> str:
     return ""
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, default_token: str | None = None) -> int:
+    """The command line. ``default_token`` is the token used without ``--token`` (``emo-agent talk``
+    passes the ``EMO_VOICE__AUTH_TOKEN`` setting, so the token need not appear in ``ps``)."""
     parser = argparse.ArgumentParser(prog="python -m voice.client", description=__doc__.split("\n\n")[0])
     parser.add_argument("file", nargs="?", help="audio file to send as the user's turn (wav/ogg/flac)")
     parser.add_argument("--url", default=DEFAULT_URL, help=f"websocket URL (default {DEFAULT_URL})")
@@ -315,8 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the reply")
     parser.add_argument(
         "--token",
-        default=os.environ.get(TOKEN_ENV) or None,
-        help=f"the server's access token (default: ${TOKEN_ENV}; the environment keeps it out of `ps`)",
+        default=default_token,
+        help=f"the server's access token (`emo-agent talk` reads ${TOKEN_ENV} for it, out of `ps`)",
     )
     args = parser.parse_args(argv)
     if args.file is None and args.text is None:

@@ -35,24 +35,24 @@ import inspect
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from dialogue.events import PolicyChosen, Prosody, ReplyDone, TextDelta
 from perception.base import AudioError, Perceiver, SpeakerBaseline
+from perception.streams.jobs import PerceptionTimeout
 from perception.types import Perception
 from voice import protocol as proto
 from voice.metrics import TurnOutcome, VoiceMetrics, turn_stages
-from voice.playback import Playback, pcm_frames
+from voice.playback import pcm_frames
 from voice.protocol import ErrorCode
 from voice.records import TurnRecorder, assistant_record, user_record
 from voice.sentences import SentenceSplitter
 from voice.services import DialogueLike
 from voice.tts import TTS
+from voice.turn_state import Reply, Turn
 from voice.turns import SAMPLE_RATE
 
 
@@ -66,88 +66,6 @@ class Outlet(Protocol):
     def drop_audio(self, turn_id: str) -> None:
         """Drop ``turn_id``'s audio still queued, and any sent later."""
         ...
-
-
-@dataclass
-class Reply:
-    """The reply part of a turn, as far as it got. Read by the session when it interrupts the turn."""
-
-    t_start_wall: float
-    first_output_wall: float | None = None  # epoch time of the first audio frame (or text, without TTS)
-    policy: str = ""
-    prosody: Prosody | None = None
-    text: str = ""  # streamed text so far (assistant.delta)
-    final_text: str | None = None
-    playback: Playback = field(default_factory=Playback)
-
-    @property
-    def begun(self) -> bool:
-        """Something of the reply (text or audio) has reached the client."""
-        return bool(self.text) or self.playback.sent_s > 0
-
-    def heard_text(self, now: float, speaking: bool) -> str:
-        """What the user has heard by ``now`` (monotonic). Without TTS (``speaking`` False) the user has read
-        the streamed text."""
-        if not speaking:
-            return self.text.strip()
-        return self.playback.heard_text(now)
-
-
-@dataclass
-class Turn:
-    turn_id: str
-    t_start_wall: float  # epoch seconds the user's turn began
-    t_end_wall: float  # epoch seconds the turn ended (VAD end, flush, typed text received)
-    t_end_mono: float
-    audio: np.ndarray | None = None
-    text: str | None = None
-    perception: Perception | None = None
-    reply: Reply | None = None
-    latency_ms: dict[str, float] = field(default_factory=dict)
-    task: asyncio.Task[None] | None = None
-    finished: bool = False  # assistant.done sent; only the trajectory record may still be being written
-    cancelled: bool = False  # dropped by the session: its perception must not touch the speaker baseline
-    closing: asyncio.Task[None] | None = None  # the session's interruption of this turn, once begun
-    outcome: TurnOutcome | None = None  # set once the turn has ended and been reported (metrics)
-    # Speculative turns: what the client would have been sent, held in order until confirmation.
-    held: list[Callable[[], None]] | None = None
-    confirmed: asyncio.Event = field(default_factory=asyncio.Event)
-    marked: set[str] = field(default_factory=set)  # latency_ms keys measured from the end of the turn
-    baseline_before: SpeakerBaseline | None = None  # the baseline this turn's perception replaced
-    baseline_after: SpeakerBaseline | None = None
-
-    def __post_init__(self) -> None:
-        if self.held is None:
-            self.confirmed.set()
-
-    @classmethod
-    def typed(cls, text: str) -> Turn:
-        """A typed turn, received now: it starts and ends at once."""
-        now = time.time()
-        return cls(new_turn_id(), now, now, time.monotonic(), text=text)
-
-    @classmethod
-    def spoken(cls, audio: np.ndarray, t_start_wall: float, t_end_wall: float) -> Turn:
-        """A spoken turn (16 kHz audio) that has just ended."""
-        return cls(new_turn_id(), t_start_wall, t_end_wall, time.monotonic(), audio=audio)
-
-    @classmethod
-    def speculative(cls, audio: np.ndarray, t_start_wall: float, t_end_wall: float) -> Turn:
-        """A spoken turn that may have ended (a pause): worked on now, sent only once confirmed."""
-        return cls(new_turn_id(), t_start_wall, t_end_wall, time.monotonic(), audio=audio, held=[])
-
-    @property
-    def pending(self) -> bool:
-        """A speculative turn not (yet) confirmed."""
-        return not self.confirmed.is_set()
-
-    def mark(self, stage: str) -> None:
-        """Record the latency of ``stage`` (ms since the turn ended), first occurrence only. Before a
-        speculative turn is confirmed it counts from the pause; confirmation re-bases it (negative: done
-        before the turn ended)."""
-        if stage not in self.latency_ms:
-            self.marked.add(stage)
-            self.latency_ms[stage] = round((time.monotonic() - self.t_end_mono) * 1000, 1)
 
 
 class TurnPipeline:
@@ -202,7 +120,10 @@ class TurnPipeline:
         except Exception as raised:
             exc = _first_leaf(raised)
             await turn.confirmed.wait()  # a speculative turn's failure is the turn's only once confirmed
-            if isinstance(exc, AudioError):
+            if isinstance(exc, PerceptionTimeout):
+                self._log.warning("turn %s: %s", turn.turn_id, exc)
+                self._send_error(ErrorCode.PERCEPTION_TIMEOUT, str(exc))
+            elif isinstance(exc, AudioError):
                 self._log.info("turn %s: unusable audio: %s", turn.turn_id, exc)
                 self._send_error(ErrorCode.AUDIO_ERROR, str(exc))
             else:
@@ -473,10 +394,6 @@ def copy_baseline(baseline: SpeakerBaseline) -> SpeakerBaseline | None:
         return copy.deepcopy(baseline, memo)
     except Exception:
         return None
-
-
-def new_turn_id() -> str:
-    return uuid.uuid4().hex[:16]
 
 
 def _synthesize_all(tts: TTS, text: str, prosody: Prosody | None) -> bytes:

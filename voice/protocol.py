@@ -41,6 +41,7 @@ class ErrorCode:
     AUDIO_ERROR = "audio_error"  # the turn's audio could not be perceived (too short, silent...)
     SESSION_FAILED = "session_failed"  # the session could not start (e.g. history store unreachable)
     TURN_FAILED = "turn_failed"  # perception, dialogue or TTS failed for this turn
+    PERCEPTION_TIMEOUT = "perception_timeout"  # no perception worker answered in time (queue mode)
     INTERNAL_ERROR = "internal_error"  # an unexpected server error while handling one frame
     RATE_LIMITED = "rate_limited"  # frames faster than message_rate/message_burst: this one was dropped
     SERVER_BUSY = "server_busy"  # max_sessions open already: the connection is closed with 1013

@@ -33,13 +33,14 @@ import logging
 import time
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from websockets.exceptions import ConnectionClosed
 
 from voice import protocol as proto
 from voice.metrics import VoiceMetrics
+from voice.outbound import CLOSE, Outbound
 from voice.pipeline import Turn, TurnPipeline
 from voice.protocol import ErrorCode, ProtocolError
 from voice.records import TurnRecorder
@@ -69,32 +70,6 @@ log = logging.getLogger(__name__)
 DEFAULT_OUTPUT_SAMPLE_RATE = 22_050
 # Frames larger than this many VAD chunks are run through the VAD in a worker thread, not on the loop.
 _INLINE_VAD_CHUNKS = 16
-
-_CLOSE = object()
-
-
-class Outbound:
-    """The queue the writer task drains: encoded JSON events and reply audio, in order, then the close
-    sentinel. Audio of a dropped turn is discarded, also when it is already queued."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._dropped: set[str] = set()
-
-    def send(self, event: dict[str, Any]) -> None:
-        self.queue.put_nowait((proto.encode(event), None))
-
-    def send_audio(self, pcm: bytes, turn_id: str) -> None:
-        self.queue.put_nowait((pcm, turn_id))
-
-    def drop_audio(self, turn_id: str) -> None:
-        self._dropped.add(turn_id)
-
-    def dropped(self, turn_id: str | None) -> bool:
-        return turn_id in self._dropped
-
-    def close(self) -> None:
-        self.queue.put_nowait(_CLOSE)
 
 
 class Session:
@@ -169,7 +144,7 @@ class Session:
         while True:
             item = await queue.get()
             try:
-                if item is _CLOSE:
+                if item is CLOSE:
                     return
                 payload, turn_id = item
                 if closed or (isinstance(payload, bytes) and self._out.dropped(turn_id)):

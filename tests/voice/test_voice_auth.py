@@ -284,8 +284,9 @@ async def test_the_client_sends_the_token(guarded_server, monkeypatch: pytest.Mo
     assert code == 2 and "401" in err and "token is missing" in err and "Traceback" not in err
     code = await asyncio.to_thread(client_main, ["--text", "hi", "--url", server.url, "--token", "bad"])
     assert code == 2 and "token is wrong" in capsys.readouterr().err
-    monkeypatch.setenv("EMO_VOICE__AUTH_TOKEN", TOKEN)  # the default, kept out of `ps`
-    code = await asyncio.to_thread(client_main, ["--text", "hi", "--url", server.url, "--timeout", "15"])
+    # the default token (emo-agent talk passes the EMO_VOICE__AUTH_TOKEN setting, kept out of `ps`)
+    argv = ["--text", "hi", "--url", server.url, "--timeout", "15"]
+    code = await asyncio.to_thread(client_main, argv, TOKEN)
     assert code == 0, capsys.readouterr().err
 
 
@@ -302,7 +303,12 @@ def test_emo_agent_talk_passes_the_token(monkeypatch: pytest.MonkeyPatch) -> Non
     import agent.cli
     import voice.client
 
-    seen: list[list[str]] = []
-    monkeypatch.setattr(voice.client, "main", lambda argv: seen.append(argv) or 0)
+    seen: list[tuple[list[str], str | None]] = []
+    monkeypatch.setattr(
+        voice.client, "main", lambda argv, default_token=None: seen.append((argv, default_token)) or 0
+    )
     assert agent.cli.main(["talk", "clip.wav", "--token", TOKEN]) == 0
-    assert seen and seen[0][-2:] == ["--token", TOKEN]
+    assert seen and seen[0][0][-2:] == ["--token", TOKEN]
+    monkeypatch.setenv("EMO_VOICE__AUTH_TOKEN", "from-the-environment")  # the setting is the default
+    assert agent.cli.main(["talk", "clip.wav"]) == 0
+    assert "--token" not in seen[1][0] and seen[1][1] == "from-the-environment"
