@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,20 @@ def crema_dir() -> Path:
 def redis_url() -> str:
     """The Redis the integration tests use (scripts/test.sh starts one on port 6390)."""
     return os.environ.get("EMO_REDIS_URL", "redis://127.0.0.1:6390/0")
+
+
+@pytest.fixture(scope="session")
+def redis_sync(redis_url: str) -> Iterator[Any]:
+    """A synchronous redis-py client of :func:`redis_url`; fails the test when no Redis answers there."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.ping()
+    except Exception as exc:
+        pytest.fail(f"these tests need Redis at {redis_url}: {exc}")
+    yield client
+    client.close()
 
 
 def free_port() -> int:

@@ -373,15 +373,8 @@ class Session:
 
     async def _close_turn(self, turn: Turn, notify: bool) -> None:
         assert self._pipeline is not None
-        if turn.pending:  # speculative and never confirmed: dropped unheard
-            turn.cancelled = True
-            self._out.drop_audio(turn.turn_id)
-            if turn.task is not None:
-                turn.task.cancel()
-                await asyncio.wait([turn.task])
-            await self._pipeline.discard(turn)
-            return
-        if turn.task is None or turn.task.done():
+        pending = turn.pending  # speculative and never confirmed: dropped unheard
+        if turn.task is None or (turn.task.done() and not pending):
             return
         if turn.finished:  # nothing left to interrupt: let its record be written once, as not interrupted
             await asyncio.wait([turn.task])
@@ -391,7 +384,9 @@ class Session:
         self._out.drop_audio(turn.turn_id)
         turn.task.cancel()
         await asyncio.wait([turn.task])
+        if pending:
+            await self._pipeline.discard(turn)
+            return
         if self._detector is not None:
             self._detector.assistant_speaking = False
-        assert self._pipeline is not None
         await self._pipeline.interrupted(turn, now, notify=notify)

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,16 +75,8 @@ class WorkerProcess:
 
 
 @pytest.fixture(scope="module")
-def client(redis_url: str) -> Iterator:
-    import redis
-
-    c = redis.Redis.from_url(redis_url)
-    try:
-        c.ping()
-    except Exception as exc:
-        pytest.fail(f"these tests need Redis at {redis_url}: {exc}")
-    yield c
-    c.close()
+def client(redis_sync: Any) -> Any:
+    return redis_sync
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ well under a second; tests/agent/test_worker.py runs `emo-agent worker` processe
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -73,17 +73,8 @@ class LevelPerceiver(Perceiver):
 
 
 @pytest.fixture
-def client() -> Iterator:
-    import redis
-
-    url = os.environ.get("EMO_REDIS_URL", "redis://127.0.0.1:6390/0")
-    c = redis.Redis.from_url(url)
-    try:
-        c.ping()
-    except Exception as exc:
-        pytest.fail(f"these tests need Redis at {url}: {exc}")
-    yield c
-    c.close()
+def client(redis_sync: Any) -> Any:
+    return redis_sync
 
 
 @pytest.fixture

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,3 +48,37 @@ async def voice_server(silero: SileroVAD) -> AsyncIterator[SimpleNamespace]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+@pytest.fixture
+async def server_factory(silero: SileroVAD) -> AsyncIterator[Callable[..., Any]]:
+    """Start real servers over fake models with the given voice settings (``await launch(**voice)``); all
+    of them are stopped at the end."""
+    tasks: list[asyncio.Task[None]] = []
+
+    async def launch(**voice: Any) -> SimpleNamespace:
+        services = make_services(**voice)
+        port = free_port()
+        ready = asyncio.Event()
+        task = asyncio.create_task(
+            serve(
+                services,
+                "127.0.0.1",
+                port,
+                ready=ready,
+                vad=silero,
+                playback_lead_s=0.2,
+                handle_signals=False,
+            )
+        )
+        tasks.append(task)
+        await asyncio.wait_for(ready.wait(), 10)
+        return SimpleNamespace(
+            url=f"ws://127.0.0.1:{port}/ws", http=f"http://127.0.0.1:{port}", port=port, services=services
+        )
+
+    yield launch
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

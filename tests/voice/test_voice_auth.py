@@ -4,13 +4,11 @@ need what, the refusals' answers, and the CLI client passing the token."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
-from types import SimpleNamespace
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,13 +18,10 @@ from websockets.exceptions import InvalidStatus
 from websockets.http11 import Request
 
 from tests.voice.test_voice_session import start, text_turn
-from tests.voice.voice_fakes import free_port, make_services
 from voice import auth
 from voice.auth import AccessPolicy, candidate_tokens
 from voice.client import converse
 from voice.client import main as client_main
-from voice.server import serve
-from voice.vad import SileroVAD
 
 TOKEN = "s3cret-Token_42"
 
@@ -178,33 +173,8 @@ def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict
 
 
 @pytest.fixture
-async def guarded_server(silero: SileroVAD) -> AsyncIterator[Callable[..., Any]]:
-    tasks: list[asyncio.Task[None]] = []
-
-    async def launch(**voice: Any) -> SimpleNamespace:
-        services = make_services(**voice)
-        port = free_port()
-        ready = asyncio.Event()
-        task = asyncio.create_task(
-            serve(
-                services,
-                "127.0.0.1",
-                port,
-                ready=ready,
-                vad=silero,
-                playback_lead_s=0.2,
-                handle_signals=False,
-            )
-        )
-        tasks.append(task)
-        await asyncio.wait_for(ready.wait(), 10)
-        return SimpleNamespace(url=f"ws://127.0.0.1:{port}/ws", http=f"http://127.0.0.1:{port}", port=port)
-
-    yield launch
-    for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def guarded_server(server_factory: Callable[..., Any]) -> Callable[..., Any]:
+    return server_factory
 
 
 async def handshake_status(url: str, **kwargs: Any) -> tuple[int, str]:

@@ -10,19 +10,15 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
-from types import SimpleNamespace
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 
 from tests.voice.test_voice_session import TIMEOUT, events_of, recv_until, start, text_turn
-from tests.voice.voice_fakes import free_port, make_services
 from voice.limits import Admission, FrameGuard, SessionSlots, TokenBucket
 from voice.protocol import ErrorCode
-from voice.server import serve
-from voice.vad import SileroVAD
 
 
 class FakeClock:
@@ -142,34 +138,8 @@ def test_zero_slots_means_no_limit() -> None:
 
 
 @pytest.fixture
-async def limited_server(silero: SileroVAD) -> AsyncIterator[Callable[..., Any]]:
-    """Start servers with the given voice settings (fake models); all are stopped at the end."""
-    tasks: list[asyncio.Task[None]] = []
-
-    async def launch(**voice: Any) -> SimpleNamespace:
-        services = make_services(**voice)
-        port = free_port()
-        ready = asyncio.Event()
-        task = asyncio.create_task(
-            serve(
-                services,
-                "127.0.0.1",
-                port,
-                ready=ready,
-                vad=silero,
-                playback_lead_s=0.2,
-                handle_signals=False,
-            )
-        )
-        tasks.append(task)
-        await asyncio.wait_for(ready.wait(), 10)
-        return SimpleNamespace(url=f"ws://127.0.0.1:{port}/ws", port=port, services=services)
-
-    yield launch
-    for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def limited_server(server_factory: Callable[..., Any]) -> Callable[..., Any]:
+    return server_factory
 
 
 async def test_frames_over_the_rate_are_dropped_with_one_error_and_the_session_goes_on(
