@@ -41,6 +41,12 @@ class DialogueSettings(BaseModel):
     history_turns: int = 2
     # Seconds a session's history lives in Redis after its last turn (0: forever).
     session_ttl_s: int = 7 * 24 * 3600
+    # Sessions whose history is kept in memory (the most recently active; others load from Redis on use).
+    # Replies read the history there, so they go on while Redis is down (dialogue/checkpoint.py).
+    memory_sessions: int = Field(default=1000, ge=1)
+    # Checkpoint writes that may wait in memory while Redis is unreachable (about 16 per turn); when full,
+    # the oldest is dropped and logged.
+    write_queue: int = Field(default=20_000, ge=1)
     # Dialogue extensions to load, as "module:function" (see docs/extending.md), e.g.
     # EMO_DIALOGUE__EXTENSIONS='["examples.checkin:register"]'.
     extensions: list[str] = Field(default_factory=list)

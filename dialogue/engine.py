@@ -1,7 +1,9 @@
 """The dialogue engine the voice layer talks to: one compiled graph, its LLM and its Redis memory.
 
 Each session is a LangGraph thread (``thread_id = session_id``) checkpointed in Redis with
-``langgraph-checkpoint-plainredis``, so a session survives restarts and resumes with its history. A reply
+``langgraph-checkpoint-plainredis``, so a session survives restarts and resumes with its history. The
+checkpoints are written behind, from memory (:mod:`dialogue.checkpoint`): replies never wait on Redis and
+go on while it is down; :meth:`DialogueEngine.aclose` waits for the queued writes. A reply
 is an async stream of :mod:`dialogue.events`: one :class:`PolicyChosen`, :class:`TextDelta` pieces as
 tokens arrive, one :class:`ReplyDone`.
 
@@ -31,6 +33,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, RemoveMessage
 from langgraph_checkpoint_plainredis import AsyncRedisSaver
 
+from dialogue.checkpoint import WriteBehindSaver
 from dialogue.context import DialogueContext
 from dialogue.events import PolicyChosen, ReplyDone, ReplyEvent, TextDelta
 from dialogue.extensions import Registry, load_extensions
@@ -95,7 +98,11 @@ class DialogueEngine:
         llm = llm or build_chat_model(dialogue, cache_dir)
         await asyncio.to_thread(preload, llm)
         ttl = dialogue.session_ttl_s or None
-        saver = AsyncRedisSaver(client=redis_client, ttl=ttl, prefix=key_prefix)
+        saver = WriteBehindSaver(
+            AsyncRedisSaver(client=redis_client, ttl=ttl, prefix=key_prefix),
+            max_threads=dialogue.memory_sessions,
+            max_pending=dialogue.write_queue,
+        )
         context = DialogueContext(
             llm=llm,
             max_new_tokens=dialogue.max_new_tokens,
@@ -282,6 +289,23 @@ class DialogueEngine:
             log.info("session %s: turn %s forgotten", session_id, turn_id)
             return True
 
-    async def aclose(self) -> None:
-        """Stop accepting calls. The Redis client belongs to the caller and stays open."""
+    @property
+    def storage_degraded(self) -> bool:
+        """True while history writes wait in memory for Redis."""
+        saver = self.graph.checkpointer
+        return bool(getattr(saver, "degraded", False))
+
+    def end_session(self, session_id: str) -> None:
+        """A session closed: its history may leave memory once it is in Redis (it resumes from there)."""
+        saver = self.graph.checkpointer
+        if isinstance(saver, WriteBehindSaver):
+            saver.release(session_id)
+
+    async def aclose(self, flush_timeout_s: float = 10.0) -> None:
+        """Stop accepting calls and wait (at most ``flush_timeout_s``) for the history writes queued for
+        Redis. The Redis client belongs to the caller and stays open."""
         self._closed = True
+        saver = self.graph.checkpointer
+        if isinstance(saver, WriteBehindSaver):
+            await saver.flush(flush_timeout_s)
+            await saver.aclose()

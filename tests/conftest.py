@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -52,6 +53,56 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class RedisProcess:
+    """A redis-server of the test's own (append-only file on, so what it had survives a restart)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.folder = folder
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        subprocess.run(
+            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "yes",
+             "--appendfsync", "always", "--dir", str(self.folder), "--daemonize", "yes"],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        for _ in range(100):
+            if self.ping():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True)
+        for _ in range(100):
+            if not self.ping():
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not stop")
+
+    def ping(self) -> bool:
+        done = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True)
+        return done.stdout.strip() == "PONG"
+
+
+@pytest.fixture
+def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        reason = "redis-server is not installed"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    proc = RedisProcess(tmp_path)
+    proc.start()
+    yield proc
+    proc.stop()
 
 
 class RunningServer:

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,8 +22,9 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
 from agent.trajectory import TrajectoryLog
+from tests.conftest import RedisProcess, free_port
 from tests.voice.test_voice_session import events_of, recv_until, start
-from tests.voice.voice_fakes import FakeTrajectory, free_port, make_services, perception_for, skip_or_fail
+from tests.voice.voice_fakes import FakeTrajectory, make_services, perception_for
 from voice.records import PendingTurn, RecordBuffer, TurnRecorder, WriteResult, assistant_record, user_record
 from voice.server import serve
 from voice.vad import SileroVAD
@@ -244,53 +242,6 @@ def test_the_trajectory_log_writes_through_its_buffer() -> None:
 
 
 # ------------------------------------------------------------------------------- a real Redis, stopped
-
-
-class RedisProcess:
-    """A redis-server of the test's own (append-only file on, so what it had survives a restart)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.folder = folder
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        subprocess.run(
-            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self.folder), "--daemonize", "yes"],
-            check=True,
-            capture_output=True,
-        )  # fmt: skip
-        for _ in range(100):
-            if self.ping():
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def stop(self) -> None:
-        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True)
-        for _ in range(100):
-            if not self.ping():
-                return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not stop")
-
-    def ping(self) -> bool:
-        done = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True)
-        return done.stdout.strip() == "PONG"
-
-
-@pytest.fixture
-def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        skip_or_fail("redis-server is not installed")
-    proc = RedisProcess(tmp_path)
-    proc.start()
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture
