@@ -70,3 +70,6 @@ class VoiceSettings(BaseModel):
     # A connection that sends no frame for this long gets an ``error`` (idle_timeout) and is closed with
     # 1000, even if it answers pings. 0: never (a page left open keeps its session).
     idle_timeout_s: float = Field(default=0.0, ge=0)
+    # On SIGTERM/SIGINT the server stops accepting connections and lets the replies in progress finish for
+    # at most this long; then every session is closed with 1001, a reply still running cut as by barge-in.
+    drain_timeout_s: float = Field(default=10.0, ge=0)

@@ -6,8 +6,9 @@
 without consent), ``GET /metrics`` the server's Prometheus metrics (:mod:`voice.metrics`), ``/ws``
 upgrades to the voice protocol (:mod:`voice.protocol`), one :class:`~voice.session.Session` per
 connection; anything else is 404. All of it is answered in ``process_request``, before any websocket
-handshake. SIGTERM and SIGINT close the server (open sessions get a 1001 close) and ``serve`` returns once
-everything has closed.
+handshake. SIGTERM and SIGINT drain the server (:func:`drain`): no new connections, the replies in progress
+finish within ``drain_timeout_s``, then every session gets a 1001 close; a second signal stops waiting.
+``serve`` returns once everything has closed and the trajectory records still buffered have been written.
 
 Access (:mod:`voice.auth`): with ``auth_token`` set, ``/ws``, ``/metrics`` and the trajectory need the token
 (401 otherwise); ``/ws`` also refuses pages of other origins (403). ``/health`` and the page's files stay
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -179,8 +180,10 @@ async def serve(
     playback_lead_s: float = 0.5,
     handle_signals: bool = True,
     metrics: VoiceMetrics | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or cancellation); then close the server and wait until it has closed.
+    """Serve until SIGTERM/SIGINT or ``stop`` is set, then drain (:func:`drain`) and close; cancelling
+    ``serve`` closes at once.
 
     ``ready`` is set once the socket listens. ``vad`` defaults to the bundled Silero model, loaded once and
     shared by all sessions. ``playback_lead_s`` bounds how far reply audio is sent ahead of real time.
@@ -194,6 +197,8 @@ async def serve(
         metrics = VoiceMetrics()
     access = AccessPolicy.from_settings(settings)
     slots = SessionSlots.from_settings(settings)
+    sessions: set[Session] = set()
+    stopping = stop if stop is not None else asyncio.Event()
 
     async def handler(ws: ServerConnection) -> None:
         peer = ws.remote_address
@@ -211,7 +216,11 @@ async def serve(
                 session = Session(
                     ws, services, settings, vad, playback_lead_s=playback_lead_s, metrics=metrics
                 )
-                await session.run()
+                sessions.add(session)
+                try:
+                    await session.run()
+                finally:
+                    sessions.discard(session)
         finally:
             slots.release(client)
 
@@ -231,11 +240,18 @@ async def serve(
         ping_timeout=settings.ping_timeout_s or None,
     ) as server:
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if stopping.is_set():  # the second signal: close every session now
+                log.warning("stopping at once")
+                server.close()
+            stopping.set()
+
         installed: list[signal.Signals] = []
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 try:
-                    loop.add_signal_handler(sig, server.close)
+                    loop.add_signal_handler(sig, on_signal)
                     installed.append(sig)
                 except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / Windows
                     pass
@@ -251,11 +267,25 @@ async def serve(
         if ready is not None:
             ready.set()
         try:
+            await stopping.wait()
+            await drain(server, sessions, settings.drain_timeout_s)
+            server.close()
             await server.wait_closed()
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
+    buffer = getattr(services.trajectory, "write_buffer", None)
+    if buffer is not None and buffer.pending:  # the sessions' last turns, if the log was unreachable
+        await buffer.flush()
     log.info("voice server stopped")
+
+
+async def drain(server: Server, sessions: set[Session], timeout_s: float) -> None:
+    """Stop listening (a handshake in progress gets a 503), let each session's turn in progress finish
+    within ``timeout_s`` and close the sessions with 1001 (:meth:`Session.drain`)."""
+    log.info("stopping: %d sessions get up to %.1f s to finish their replies", len(sessions), timeout_s)
+    server.server.close()
+    await asyncio.gather(*(session.drain(timeout_s) for session in list(sessions)))
 
 
 async def refuse_session(ws: ServerConnection, code: str, message: str, metrics: VoiceMetrics) -> None:

@@ -22,6 +22,10 @@ holds. When the VAD then ends the turn without speech in between, the turn is co
 goes out at once; when speech resumes (:class:`~voice.turns.SpeechResumed`), or another turn arrives, it
 is cancelled and discarded unheard. A reply is thus never sent to a turn the user had not finished.
 
+Stopping (:meth:`Session.drain`, on the server's SIGTERM): the turn in progress may finish within the
+server's deadline; one still running then is cut as by barge-in; what is queued is sent and the
+connection closes with 1001.
+
 Every bad input becomes an ``error`` event and the connection stays open; a failing turn (unusable audio,
 a model error) becomes an ``error`` event too.
 """
@@ -29,6 +33,7 @@ a model error) becomes an ``error`` event too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -68,6 +73,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_SAMPLE_RATE = 22_050
+# After a drain queued its close: how long the writer may take to send what is left before the server closes.
+_DRAIN_FLUSH_S = 2.0
 # Frames larger than this many VAD chunks are run through the VAD in a worker thread, not on the loop.
 _INLINE_VAD_CHUNKS = 16
 
@@ -95,6 +102,8 @@ class Session:
         self._vad = vad
         self._playback_lead_s = playback_lead_s
         self._out = Outbound()
+        self._close_code = 1000  # 1001 once the server drains the session
+        self._ended = asyncio.Event()
         self.session_id: str | None = None
         self.consent = True  # trajectory-log consent in effect, set by session.start
         self._pipeline: TurnPipeline | None = None  # set by session.start
@@ -132,8 +141,22 @@ class Session:
                 task.cancel()
             await self._interrupt_turn(notify=False)
             await asyncio.gather(reader, writer, return_exceptions=True)
-            await self._ws.close()
+            await self._ws.close(self._close_code)
+            self._ended.set()
             self._log.info("session closed")
+
+    async def drain(self, timeout_s: float) -> None:
+        """The server is stopping: let the turn in progress finish within ``timeout_s``, cut it if it has not
+        (as barge-in does: the history keeps what was heard), then send what is queued and close with 1001."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while (turn := self._turn) is not None and turn.task is not None and not turn.task.done():
+                    await asyncio.wait([turn.task])  # a newer turn may take its place: loop
+        await self._interrupt_turn()
+        self._close_code = 1001
+        self._out.close()  # the writer sends what is queued and stops; run() then closes the socket
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), _DRAIN_FLUSH_S)
 
     async def _write_loop(self) -> None:
         """Drain the outbound queue onto the socket until the close sentinel. Cancellation-safe (drops what

@@ -1,4 +1,5 @@
-"""``python -m tests.voice.run_fake_server PORT``: the real voice server over fake models (signal tests)."""
+"""``python -m tests.voice.run_fake_server PORT [DRAIN_TIMEOUT_S]``: the real voice server over fake models
+(signal tests)."""
 
 from __future__ import annotations
 
@@ -11,5 +12,6 @@ from voice.server import run_server
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    asyncio.run(run_server(make_services(), "127.0.0.1", int(sys.argv[1])))  # type: ignore[arg-type]
+    voice = {"drain_timeout_s": float(sys.argv[2])} if len(sys.argv) > 2 else {}
+    asyncio.run(run_server(make_services(**voice), "127.0.0.1", int(sys.argv[1])))  # type: ignore[arg-type]
     print("stopped cleanly", flush=True)
