@@ -140,6 +140,8 @@ class Session:
             for task in (reader, writer):
                 task.cancel()
             await self._interrupt_turn(notify=False)
+            if self.session_id is not None and hasattr(self._dialogue, "end_session"):
+                self._dialogue.end_session(self.session_id)  # its history may leave memory once stored
             await asyncio.gather(reader, writer, return_exceptions=True)
             await self._ws.close(self._close_code)
             self._ended.set()
