@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agent.config import Settings
 from agent.perception_service import build_perception, close_perception
@@ -40,7 +43,7 @@ class Services:
 
     @classmethod
     async def create(cls, settings: Settings) -> Services:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = redis_client(settings.redis_url)
         try:
             await client.ping()
         except Exception as exc:  # connection refused, DNS, auth: all mean "no Redis"
@@ -71,6 +74,12 @@ class Services:
         await self.trajectory.aclose()  # a last try at trajectory turns still buffered
         await self.redis.aclose()
         close_perception(self.perceiver)
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """The server's Redis client. A command failing on a connection Redis closed (a restart) is retried once
+    on a new one, so the first turn after a restart is written at once instead of waiting in a buffer."""
+    return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
 
 
 def warm_up(perceiver: Perceiver | None, tts: TTS | None) -> None:

@@ -21,8 +21,11 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
+from agent.config import Settings
 from agent.trajectory import TrajectoryLog
+from dialogue.engine import DialogueEngine
 from tests.conftest import RedisProcess, free_port
+from tests.dialogue.conftest import ScriptedChatModel
 from tests.voice.test_voice_session import events_of, recv_until, start
 from tests.voice.voice_fakes import FakeTrajectory, make_services, perception_for
 from voice.records import PendingTurn, RecordBuffer, TurnRecorder, WriteResult, assistant_record, user_record
@@ -248,6 +251,10 @@ def test_the_trajectory_log_writes_through_its_buffer() -> None:
 async def faulty_server(redis_process: RedisProcess, silero: SileroVAD) -> AsyncIterator[SimpleNamespace]:
     client = aioredis.Redis.from_url(redis_process.url)
     services = make_services(tts_enabled=False)
+    # the real dialogue engine on the same Redis: its history must survive the outage too
+    llm = ScriptedChatModel(reply="I hear you. Go on.")
+    services.dialogue = await DialogueEngine.create(Settings(), client, llm=llm, key_prefix="fault")
+    services.dialogue.graph.checkpointer.retry_s = 0.05
     services.trajectory = TrajectoryLog(client, write_timeout_s=1.0, dialogue_model="fake-llm@1")
     services.trajectory.write_buffer.retry_s = 0.05
     services.trajectory.write_buffer.max_retry_s = 0.2
@@ -257,11 +264,17 @@ async def faulty_server(redis_process: RedisProcess, silero: SileroVAD) -> Async
         serve(services, "127.0.0.1", port, ready=ready, vad=silero, playback_lead_s=0.2, handle_signals=False)
     )
     await asyncio.wait_for(ready.wait(), 10)
-    yield SimpleNamespace(url=f"ws://127.0.0.1:{port}/ws", log=services.trajectory, redis=redis_process)
+    yield SimpleNamespace(
+        url=f"ws://127.0.0.1:{port}/ws",
+        log=services.trajectory,
+        redis=redis_process,
+        dialogue=services.dialogue,
+    )
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await services.trajectory.aclose()
+    await services.dialogue.aclose()
     await client.aclose()
 
 
@@ -290,6 +303,10 @@ async def converse_through_an_outage(server: SimpleNamespace) -> tuple[str, list
                 break
             await asyncio.sleep(0.05)
         seen += await typed_turn(ws, "after")
+    for _ in range(200):  # a pooled connection from before the restart may have failed once
+        if server.log.write_buffer.pending == 0:
+            break
+        await asyncio.sleep(0.05)
     return session_id, seen
 
 
@@ -303,6 +320,14 @@ async def test_a_redis_outage_loses_no_turn_and_fails_none(faulty_server: Simple
     assert [r.speaker for r in records] == ["user", "assistant"] * 6
     turn_ids = [e["turn_id"] for e in events_of(seen, "assistant.done")]
     assert [r.turn_id for r in records[::2]] == turn_ids  # in the order the turns ended
+    # the dialogue history: every turn, in memory during the outage and in Redis once it is back
+    assert [t["user_text"] for t in await faulty_server.dialogue.history(session_id)] == heard
+    assert await faulty_server.dialogue.graph.checkpointer.flush(10.0)
+    client = aioredis.Redis.from_url(faulty_server.redis.url)
+    stored = await DialogueEngine.create(Settings(), client, llm=ScriptedChatModel(), key_prefix="fault")
+    assert [t["user_text"] for t in await stored.history(session_id)] == heard
+    await stored.aclose()
+    await client.aclose()
 
 
 async def test_the_client_is_warned_of_turns_waiting_for_the_log(faulty_server: SimpleNamespace) -> None:
