@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage-s", type=float, default=5.0)
     parser.add_argument("--port", type=int, default=8797)
     parser.add_argument("--redis-port", type=int, default=6397)
+    parser.add_argument("--env", action="append", default=[], help="K=V for the server (repeatable)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "soak.json"))
     args = parser.parse_args(argv)
     if shutil.which("redis-server") is None:
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         redis.start()
         try:
             env = {"EMO_VOICE__MAX_SESSIONS_PER_CLIENT": str(max(16, args.sessions))}
+            env.update(item.split("=", 1) for item in args.env)
             with served(args.port, redis.url, env=env) as server:
                 print(f"server up in {server.startup_s:.1f} s; {args.sessions} sessions, {args.turns} turns")
                 result = asyncio.run(drive(server.ws_url, scripts, redis, args.outage_s, server.pid))
@@ -219,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             redis.stop()
     sessions = result["sessions"]
     report.update(
+        env=args.env,
         sessions=args.sessions,
         turns_sent=sum(s["sent"] for s in sessions),
         turns_answered=sum(s["answered"] for s in sessions),
