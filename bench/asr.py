@@ -10,9 +10,6 @@ Whisper was trained on 30 s windows; a turn is padded with silence to fill one. 
 * **spliced+1s** (the default): as spliced, but the speech is encoded together with the first second of
   its padding, so the last words' states have seen the silence after them;
   ``WhisperASR(spliced=True, splice_context_s=1.0)``;
-* **spliced+1s cut**: as spliced+1s, but the decoder's window ends ``TAIL_S`` (1 s) of silence states
-  after the speech's instead of at 30 s (``EMO_PERCEPTION__ASR_WINDOW_TAIL_S``): cross-attention over a
-  few hundred positions instead of 1,500;
 * **compact**: the speech's own encoder states and nothing after them (shown for why the silence matters).
 
 Each runs on ``--limit`` single held-out clips (2-3 s) and on the same clips joined three at a time with
@@ -42,9 +39,8 @@ from bench.perception import DEFAULT_MANIFEST, held_out_sample  # noqa: E402
 from perception.asr import MAX_COMPRESSION_RATIO, WhisperASR, _compression_ratio  # noqa: E402
 from perception.evaluation import read_manifest, word_error_rate  # noqa: E402
 
-MODES = ("padded", "spliced", "spliced+1s", "spliced+1s cut", "compact")
+MODES = ("padded", "spliced", "spliced+1s", "compact")
 CONTEXT_S = 1.0  # the "spliced+1s" mode: this much of the padding encoded with the speech
-TAIL_S = 1.0  # the "cut" mode: the decoder's window ends this long after the speech's states
 
 
 def decode(asr: WhisperASR, audio: np.ndarray, mode: str) -> str:
@@ -53,11 +49,9 @@ def decode(asr: WhisperASR, audio: np.ndarray, mode: str) -> str:
     mel = asr.mel(audio)
     if mode == "padded":
         return asr._decode(asr._encode_window(mel))
-    if mode.startswith("spliced+1s"):
+    if mode == "spliced+1s":
         asr.splice_context_s = CONTEXT_S
-        asr.window_tail_s = TAIL_S if mode.endswith("cut") else 0.0
         return asr._decode(asr.spliced_window(asr.context_states(mel)))
-    asr.window_tail_s = 0.0
     states = asr.encode_compact(audio, mel)
     if mode == "spliced":
         return asr._decode(asr.spliced_window(states))
@@ -145,7 +139,7 @@ def main() -> int:
         print(f"{name} ({first['turns']} turns, {first['mean_turn_s']} s each)")
         for mode in MODES:
             r = result[name][mode]
-            print(f"  {mode:14s} WER {r['wer']:.3f}  loops {r['loops']:3d}  RTF {r['rtf']:.3f}")
+            print(f"  {mode:10s} WER {r['wer']:.3f}  loops {r['loops']:3d}  RTF {r['rtf']:.3f}")
     for mode, r in result.get("perception", {}).items():
         print(f"perceiver, {mode:8s} decoding: WER {r['wer']:.4f}  UA {r['ua']:.4f}  RTF {r['rtf']:.3f}")
     print(f"wrote {args.out}")

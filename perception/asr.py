@@ -114,7 +114,6 @@ class WhisperASR:
         spliced: bool = False,
         device: str = "cpu",
         splice_context_s: float = 0.0,  # PerceptionSettings.device: cpu, cuda, cuda:N or auto
-        window_tail_s: float = 0.0,
     ) -> None:
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
@@ -127,9 +126,6 @@ class WhisperASR:
         # Spliced decoding: seconds of the padding encoded with the speech before the silence's states
         # take over (0: the speech alone), so the last words' states see the silence after them.
         self.splice_context_s = max(0.0, float(splice_context_s))
-        # Spliced decoding: seconds of silence states kept after the speech's (0: the whole 30 s window).
-        # The decoder attends over every position it is given, so a short window decodes faster.
-        self.window_tail_s = max(0.0, float(window_tail_s))
         self._silence: np.ndarray | None = None
         path = resolve_model(self.name, cache_dir)
         kind, index, default_compute = ctranslate2_device(device)
@@ -183,10 +179,7 @@ class WhisperASR:
         import ctranslate2
 
         silence = self.silence_states()
-        end = len(silence)
-        if self.window_tail_s > 0:
-            end = min(end, len(states) + int(round(self.window_tail_s * FRAMES_PER_SECOND)))
-        window = np.concatenate([states[: len(silence)], silence[len(states) : end]])
+        window = np.concatenate([states[: len(silence)], silence[len(states) :]])
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(window[None], dtype=np.float32))
 
     def context_states(self, mel: np.ndarray) -> np.ndarray:

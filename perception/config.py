@@ -45,9 +45,6 @@ class PerceptionSettings(BaseModel):
     # With spliced decoding, seconds of the padding encoded together with the speech before the silence's
     # states take over, so the last words' states have seen silence after them (0: the speech alone).
     asr_splice_context_s: float = Field(default=1.0, ge=0, le=30)
-    # With spliced decoding, seconds of silence states the decoder sees after the speech's (0: all of the
-    # 30 s window). The decoder's cost grows with its window; bench/asr.py measures WER and cost of both.
-    asr_window_tail_s: float = Field(default=0.0, ge=0, le=30)
     # The text-emotion model (perception/text_emotion.py, trained on EmpatheticDialogues): "shipped" (the
     # weights in perception/assets), a path to an `emo-agent train-text-emotion` output's
     # text_emotion.npz, or "none" (typed turns then get the emotion lexicon, spoken turns the voice alone).

@@ -64,7 +64,6 @@ class ClassicalPerceiver(PerceptionPipeline[ClassicalTurn]):
             cpu_threads=s.cpu_threads,
             spliced=s.asr_spliced_padding,
             splice_context_s=s.asr_splice_context_s,
-            window_tail_s=s.asr_window_tail_s,
             device=s.device,
         )
         asr_is_feature_model = self.asr.name in (FEATURE_ASR_MODEL, "", "default")

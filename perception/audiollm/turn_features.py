@@ -55,7 +55,6 @@ class WhisperTurnFeatures:
             cpu_threads=s.cpu_threads,
             spliced=s.asr_spliced_padding,
             splice_context_s=s.asr_splice_context_s,
-            window_tail_s=s.asr_window_tail_s,
             device=s.device,
         )
         same = _canonical(self.asr.name) == _canonical(config.semantic.name)
