@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from agent import __version__
+from agent import __version__, memory
 from agent.config import Settings
 
 
@@ -62,11 +63,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ImportError,
         ) as exc:
             raise UserError(str(exc)) from exc
+        memory.trim()  # what loading and warming up the models freed
+        trim_s = settings.malloc_trim_s
+        trimmer = asyncio.create_task(memory.trim_every(trim_s)) if trim_s else None
         try:
             await run_server(services, host, port)
         except OSError as exc:  # port in use, address not available
             raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         finally:
+            if trimmer is not None:
+                trimmer.cancel()
             await services.aclose()
 
     asyncio.run(main())
@@ -368,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with contextlib.suppress(Exception):  # a bad setting is reported by the command itself
+        memory.limit_arenas(_settings().malloc_arenas)  # before any thread allocates
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     # Converted models (e.g. the LLM's safetensors) are cached here.
     cache_dir: Path = Field(default_factory=default_cache_dir)
     log_level: str = "INFO"
+    # glibc malloc arenas of the server and the workers (agent/memory.py; 0: glibc's default of 8 a core).
+    # Two keep the resident memory flat over long sessions.
+    malloc_arenas: int = Field(default=2, ge=0)
+    # Seconds between returning freed memory to the system (malloc_trim) while serving (0: never).
+    malloc_trim_s: float = Field(default=30.0, ge=0)
 
     perception: PerceptionSettings = Field(default_factory=PerceptionSettings)
     # Only read with EMO_PERCEPTION__MODE=redis-streams and by `emo-agent worker` (docs/scaling.md).
