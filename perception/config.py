@@ -52,8 +52,9 @@ class PerceptionSettings(BaseModel):
     # How much the words can move a spoken turn's estimate (perception/fusion.py): at most this share,
     # scaled by how emotional the words are; 0 leaves spoken turns to the voice.
     text_weight: float = 0.3
-    # CPU threads for CTranslate2 and onnxruntime; 0 lets the library decide.
-    cpu_threads: int = 0
+    # CPU threads for CTranslate2 and onnxruntime; 0 lets the library decide. One: Whisper is as fast on one
+    # thread as on two here, and the acoustics and the reply use the other core (docs/testing.md).
+    cpu_threads: int = 1
     # Where the models run: "cpu" (the embedded default), "cuda", "cuda:N" (the N-th GPU) or "auto" (a GPU
     # when CUDA is usable, else the CPU). On CUDA, Whisper (CTranslate2) runs in float16 instead of int8 and
     # the AudioLLM's model (towers, heads, its LM) moves to the GPU; the pooled Whisper layers and openSMILE

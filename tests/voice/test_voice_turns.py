@@ -147,7 +147,7 @@ def test_settings_from_voice_settings() -> None:
     from agent.config import VoiceSettings
 
     s = TurnSettings.from_voice_settings(VoiceSettings(vad_threshold=0.6, barge_in_ms=250))
-    assert (s.threshold, s.barge_in_ms, s.min_silence_ms, s.pause_ms) == (0.6, 250, 500, 200)
+    assert (s.threshold, s.barge_in_ms, s.min_silence_ms, s.pause_ms) == (0.6, 250, 500, 120)
 
 
 # ------------------------------------------------------------------------------------ speculative pauses
