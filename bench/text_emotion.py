@@ -5,7 +5,9 @@
 * **Typed turns**, EmpatheticDialogues conversations held out of training (the validation split by
   conversation): the text model against today's emotion lexicon: valence sign accuracy on clearly
   positive vs negative openings (|valence| >= 0.3 in the mapping), six-class UA on openings and on later
-  speaker turns (conversational turns).
+  speaker turns (conversational turns), each read as a session reads it: after the same speaker's earlier
+  turns of the conversation (``turn``; the lexicon reads the turn alone), and alone (``turn_alone``, how
+  every turn was read before a session kept its words).
 * **Spoken turns**, CREMA-D: the default perceiver's voice estimate alone, and fused with the words at each
   text weight, on clips of the AudioLLM's 15 held-out actors (report) and on clips of its training actors
   (where the weight is chosen: the largest whose UA is within 0.005 of the voice alone).
@@ -26,6 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from perception.base import CONTEXT_TURNS  # noqa: E402
 from perception.ed_emotions import is_validation, map_emotion  # noqa: E402
 from perception.fusion import fuse  # noqa: E402
 from perception.reasoning import lexical_hits, lexicon_scores  # noqa: E402
@@ -46,16 +49,25 @@ def typed(model: TextEmotionModel, limit: int) -> dict:
     from perception.estimator import valence_arousal
 
     rows = []
+    said: dict[str, list[str]] = {}  # each conversation's speaker turns so far, oldest first
     with open(ED / "conversations.csv", newline="") as f:
         for row in csv.DictReader(f):
             if row["speaker"] == "speaker" and is_validation(row["conv_id"]) and map_emotion(row["emotion"]):
+                row["text"] = " ".join(row["text"].replace("_comma_", ",").split())
+                before = said.setdefault(row["conv_id"], [])
+                row["earlier"] = list(before[-CONTEXT_TURNS:])
+                before.append(row["text"])
                 rows.append(row)
     out = {}
-    for kind, pick in (("opening", lambda r: r["turn"] == "0"), ("turn", lambda r: r["turn"] != "0")):
+    for kind, pick, with_context in (
+        ("opening", lambda r: r["turn"] == "0", False),
+        ("turn", lambda r: r["turn"] != "0", True),
+        ("turn_alone", lambda r: r["turn"] != "0", False),
+    ):
         chosen = [r for r in rows if pick(r)][:limit]
-        texts = [" ".join(r["text"].replace("_comma_", ",").split()) for r in chosen]
+        texts = [r["text"] for r in chosen]
         gold = [map_emotion(r["emotion"]) for r in chosen]
-        readings = [model.read(t) for t in texts]
+        readings = [model.read(r["text"], r["earlier"] if with_context else ()) for r in chosen]
         lex = [lexicon_scores(lexical_hits(t)) for t in texts]
         systems = {
             "text_model": ([r.label for r in readings], [r.valence for r in readings]),

@@ -253,6 +253,7 @@ class RunningBaseline(SpeakerBaseline):
     def reset(self) -> None:
         with self._lock:
             self._stats.clear()
+        self.forget_texts()
 
     def to_state(self) -> dict:
         """``{"kind": "running", "stats": {cue: [n, mean, m2]}, ...}``; JSON keeps floats exact."""
@@ -264,6 +265,7 @@ class RunningBaseline(SpeakerBaseline):
             "prior_turns": self.prior_turns,
             "std_floor": self.std_floor,
             "stats": stats,
+            "texts": self.recent_texts(),
         }
 
     def load_state(self, state: dict) -> None:
@@ -275,6 +277,9 @@ class RunningBaseline(SpeakerBaseline):
             self.prior_turns = float(state.get("prior_turns", self.prior_turns))
             self.std_floor = float(state.get("std_floor", self.std_floor))
             self._stats = stats
+        self.forget_texts()
+        for text in state.get("texts", []):
+            self.remember_text(str(text))
 
     def update(self, cues: dict[str, float]) -> None:
         with self._lock:

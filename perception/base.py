@@ -3,7 +3,9 @@
 A perceiver turns one user turn (mono float32 audio at 16 kHz) into a :class:`Perception`, and a typed
 turn into one from its words alone (:meth:`Perceiver.perceive_text`, shared by every backend). A
 :class:`SpeakerBaseline` belongs to one conversation: acoustic cues are judged against the speaker's own
-running baseline, so a naturally loud speaker is not heard as angry. Backends are chosen by
+running baseline, so a naturally loud speaker is not heard as angry; it also keeps the words of the
+conversation's last few user turns (:meth:`SpeakerBaseline.recent_texts`), which the text model reads a
+turn with ("Yeah, it was awful." after "My dog died last week."). Backends are chosen by
 ``EMO_PERCEPTION__ESTIMATOR`` through :func:`perception.registry.build_perceiver`.
 """
 
@@ -17,6 +19,8 @@ import numpy as np
 from perception.types import Perception
 
 SAMPLE_RATE = 16_000
+#: How many earlier user turns a baseline keeps for the text model to read a turn with.
+CONTEXT_TURNS = 3
 
 
 class PerceptionError(Exception):
@@ -37,6 +41,19 @@ class SpeakerBaseline(ABC):
 
     @abstractmethod
     def reset(self) -> None: ...
+
+    def recent_texts(self) -> list[str]:
+        """The words of this conversation's last :data:`CONTEXT_TURNS` user turns, oldest first."""
+        return list(self.__dict__.get("_recent_texts", ()))
+
+    def remember_text(self, text: str) -> None:
+        """Keep ``text`` (a user turn's words) as context for the turns that follow it."""
+        text = " ".join(text.split())
+        if text:
+            self.__dict__["_recent_texts"] = [*self.recent_texts(), text][-CONTEXT_TURNS:]
+
+    def forget_texts(self) -> None:
+        self.__dict__.pop("_recent_texts", None)
 
     def to_state(self) -> dict[str, Any]:
         """This baseline's statistics as JSON-ready data (no model parts: those are the perceiver's)."""
@@ -89,11 +106,16 @@ class Perceiver(ABC):
         return an empty dict."""
         return self.perceive(audio, sample_rate, baseline), {}
 
-    def perceive_text(self, text: str) -> Perception:
+    def perceive_text(self, text: str, baseline: SpeakerBaseline | None = None) -> Perception:
         """Perception of a typed turn: the text model's reading of the words (the emotion lexicon without
         one), no acoustic claims (:func:`perception.typed_turn.perceive_typed`, under this perceiver's
-        ``model_id``). Every
-        perceiver answers typed turns this way unless it reads text its own way."""
+        ``model_id``). With the conversation's ``baseline`` the words are read after its earlier turns'
+        and then kept in it. Every perceiver answers typed turns this way unless it reads text its own
+        way."""
         from perception.typed_turn import perceive_typed  # lazily: it imports modules that import this one
 
-        return perceive_typed(text, self.model_id, self.text_model)
+        context = baseline.recent_texts() if baseline is not None else []
+        perception = perceive_typed(text, self.model_id, self.text_model, context)
+        if baseline is not None:
+            baseline.remember_text(text)
+        return perception

@@ -127,7 +127,7 @@ class PerceptionPipeline(Perceiver, Generic[HeardT]):
         words_sentence = None
         if self.text_model is not None and self.text_weight > 0 and heard.transcript.strip():
             start = time.perf_counter()
-            reading = self.text_model.read(heard.transcript)
+            reading = self.text_model.read(heard.transcript)  # alone: see "What the words say"
             fused = fuse(scores, valence, arousal, reading, self.text_weight)
             scores, valence, arousal = fused.scores, fused.valence, fused.arousal
             if fused.text_share >= 0.05:
@@ -147,6 +147,7 @@ class PerceptionPipeline(Perceiver, Generic[HeardT]):
             evidence = [*evidence, *words_sentence[1]]
         if baseline is not None:
             baseline.update(cues)
+            baseline.remember_text(heard.transcript)  # context for the typed turns that follow
         timings["reason"] = elapsed_ms(start)
 
         perception = Perception(

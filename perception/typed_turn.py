@@ -12,6 +12,7 @@ valence and arousal come from the label prototypes alone, and the reasoning quot
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from perception.estimator import valence_arousal
@@ -22,12 +23,18 @@ if TYPE_CHECKING:
     from perception.text_emotion import TextEmotionModel
 
 
-def perceive_typed(text: str, model_id: str, text_model: TextEmotionModel | None = None) -> Perception:
+def perceive_typed(
+    text: str,
+    model_id: str,
+    text_model: TextEmotionModel | None = None,
+    context: Sequence[str] = (),
+) -> Perception:
     """The perception of typed ``text``, written as by the perceiver ``model_id``: the text model's reading
-    when there is one, else the emotion lexicon's."""
+    (after the conversation's earlier user turns ``context``, oldest first) when there is one, else the
+    emotion lexicon's (the text alone)."""
     start = time.perf_counter()
     if text_model is not None and text.strip():
-        reading = text_model.read(text)
+        reading = text_model.read(text, context)
         label = reading.label
         sentence, evidence = text_model_sentence(label, reading.scores[label], reading.words)
         return Perception(

@@ -11,6 +11,8 @@ field       value
             the turn's number in it (tracing and ordering checks; workers do not need them)
 ``kind``    ``audio`` or ``text``
 ``audio``   float32 little-endian samples (``rate`` Hz, ``channels`` interleaved); ``text`` for typed turns
+``context`` a typed turn's conversation: the JSON list of its earlier user turns' words, oldest first
+            (absent: none)
 ``baseline`` the speaker baseline's JSON state (:meth:`~perception.base.SpeakerBaseline.to_state`);
             ``{}``: a conversation with no state yet; absent: perceive without a baseline
 ``timeout_ms`` how long the caller waits: a worker drops a job older than this (the stream entry's id is
@@ -100,6 +102,7 @@ class Job:
     sample_rate: int = 16_000
     text: str = ""
     baseline: dict[str, Any] | None = None  # None: no baseline; {}: a conversation's first state
+    context: list[str] = field(default_factory=list)  # a typed turn's earlier user turns, oldest first
 
     def fields(self) -> dict[str, str | bytes]:
         out: dict[str, str | bytes] = {
@@ -118,6 +121,8 @@ class Job:
             out["rate"] = str(self.sample_rate)
         else:
             out["text"] = self.text
+            if self.context:
+                out["context"] = json.dumps(self.context)
         if self.baseline is not None:
             out["baseline"] = json.dumps(self.baseline, separators=(",", ":"))
         return out
@@ -148,6 +153,7 @@ class Job:
             sample_rate=int(f.get("rate", b"16000")),
             text=f.get("text", b"").decode(),
             baseline=json.loads(f["baseline"]) if "baseline" in f else None,
+            context=[str(t) for t in json.loads(f["context"])] if "context" in f else [],
         )
 
 

@@ -109,9 +109,12 @@ class RemotePerceiver(Perceiver):
         assert result.perception is not None
         return result.perception, result.cues
 
-    def perceive_text(self, text: str) -> Perception:
-        result = self.run(self._job("text", None, text=text))
+    def perceive_text(self, text: str, baseline: SpeakerBaseline | None = None) -> Perception:
+        context = baseline.recent_texts() if baseline is not None else []
+        result = self.run(self._job("text", None, text=text, context=context))
         assert result.perception is not None
+        if baseline is not None:
+            baseline.remember_text(text)
         return result.perception
 
     # -- one job --------------------------------------------------------------------------------------

@@ -197,7 +197,12 @@ class PerceptionWorker:
         """Fill ``result`` with the perception (and the baseline after it) or the error."""
         try:
             if job.kind == "text":
-                result.perception = self.perceiver.perceive_text(job.text)
+                conversation = None
+                if job.context:  # the earlier turns' words, read before this one's
+                    conversation = self.perceiver.new_baseline()
+                    for earlier in job.context:
+                        conversation.remember_text(earlier)
+                result.perception = self.perceiver.perceive_text(job.text, conversation)
                 return
             baseline = self._baseline(job.baseline)
             assert job.audio is not None

@@ -153,6 +153,27 @@ def test_typed_turns_and_audio_errors_come_back_typed(client, settings, running)
         remote.perceive(np.zeros(100, dtype=np.float32), 16000, remote.new_baseline())
 
 
+def test_a_typed_turn_travels_with_its_conversations_earlier_turns(client, settings, running) -> None:
+    seen: list[list[str] | None] = []
+
+    class Recording(LevelPerceiver):
+        def perceive_text(self, text: str, baseline: SpeakerBaseline | None = None) -> Perception:
+            seen.append(baseline.recent_texts() if baseline is not None else None)
+            return super().perceive_text(text, baseline)
+
+    running.start(Recording(), client, settings, "w1")
+    remote = RemotePerceiver(client, settings)
+    conversation = remote.new_baseline()
+    remote.perceive_text("My dog died.", conversation)
+    remote.perceive_text("Yeah, it was awful.", conversation)
+    remote.perceive_text("A turn of its own.")
+    assert seen == [None, ["My dog died."], None]
+    assert conversation.recent_texts() == ["My dog died.", "Yeah, it was awful."]
+    job = Job("j1", "text", 1000, text="t", context=["a", "b"])
+    wire = {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in job.fields().items()}
+    assert Job.from_fields(wire).context == ["a", "b"]
+
+
 def test_no_worker_means_a_typed_timeout(client, settings) -> None:
     remote = RemotePerceiver(client, settings.model_copy(update={"job_timeout_s": 0.5}))
     start = time.monotonic()

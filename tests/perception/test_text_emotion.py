@@ -1,11 +1,14 @@
-"""The words' emotion: the ED mapping, the text model's heads and occlusion, fusion with the voice, and the
-shipped model on real sentences (slow: it loads all-MiniLM-L6-v2)."""
+"""The words' emotion: the ED mapping, the text model's heads and occlusion, reading a turn after the
+conversation's earlier ones, fusion with the voice, and the shipped model on real sentences (slow: it loads
+all-MiniLM-L6-v2)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from perception.acoustics import CorpusNorms, RunningBaseline
+from perception.base import CONTEXT_TURNS, Perceiver, SpeakerBaseline
 from perception.ed_emotions import ED_EMOTIONS, is_validation, map_emotion
 from perception.fusion import fuse
 from perception.text_emotion import TextEmotionModel, TextReading
@@ -36,7 +39,7 @@ class _KeywordEmbedder:
         return out
 
 
-def _keyword_model() -> TextEmotionModel:
+def _keyword_model(context: bool = False) -> TextEmotionModel:
     coef = np.zeros((6, 384), np.float32)
     coef[LABELS.index("sad"), 0] = 6.0
     coef[LABELS.index("happy"), 1] = 6.0
@@ -46,7 +49,22 @@ def _keyword_model() -> TextEmotionModel:
     fine[0, 0], fine[2, 1] = 8.0, 8.0
     fine_bias = np.array([0.0, 3.0, 0.0], np.float32)
     fine_va = np.array([[-0.8, 0.2], [0.0, 0.0], [0.8, 0.5]], np.float32)
-    return TextEmotionModel(list(LABELS), coef, bias, fine, fine_bias, fine_va, _KeywordEmbedder())
+    return TextEmotionModel(
+        list(LABELS), coef, bias, fine, fine_bias, fine_va, _KeywordEmbedder(), 1.0 if context else 0.0, 0.25
+    )
+
+
+class _TypedOnly(Perceiver):
+    model_id = "typed@1"
+
+    def __init__(self, text_model: TextEmotionModel) -> None:
+        self.text_model = text_model
+
+    def new_baseline(self) -> SpeakerBaseline:
+        return RunningBaseline(CorpusNorms({}, {}))
+
+    def perceive(self, audio, sample_rate=16_000, baseline=None):
+        raise NotImplementedError
 
 
 def test_the_heads_read_the_embedding_and_quote_the_word_that_carried_it(tmp_path) -> None:
@@ -59,6 +77,45 @@ def test_the_heads_read_the_embedding_and_quote_the_word_that_carried_it(tmp_pat
     model.save(tmp_path / "m.npz")
     again = TextEmotionModel.load(tmp_path / "m.npz", embedder=_KeywordEmbedder())
     assert again.read("a lovely walk").label == "happy"
+
+
+def test_earlier_turns_move_an_ambiguous_turn_their_way_and_only_its_own_words_are_quoted(tmp_path) -> None:
+    model = _keyword_model(context=True)
+    turn = "Yeah, it really was."
+    alone = model.read(turn)
+    assert alone.label == "neutral"
+    after_bad = model.read(turn, ["The funeral was awful."])
+    after_good = model.read(turn, ["We had a lovely wedding."])
+    assert after_bad.label == "sad" and after_good.label == "happy"
+    assert after_bad.valence < alone.valence < after_good.valence
+    assert (
+        after_bad.scores["sad"] > alone.scores["sad"] and after_good.scores["happy"] > alone.scores["happy"]
+    )
+    assert after_bad.words == []  # "awful" was said before, not in this turn
+    # The latest earlier turn counts most: sad news, then lovely news, reads happy; the reverse sad.
+    assert model.read(turn, ["It was awful.", "Then a lovely surprise."]).label == "happy"
+    assert model.read(turn, ["A lovely day.", "Then it turned awful."]).label == "sad"
+    model.save(tmp_path / "c.npz")
+    again = TextEmotionModel.load(tmp_path / "c.npz", embedder=_KeywordEmbedder())
+    assert again.read(turn, ["The funeral was awful."]).scores == after_bad.scores
+    plain = _keyword_model()  # a model without a context head reads the turn alone
+    assert plain.read(turn, ["The funeral was awful."]).scores == plain.read(turn).scores
+
+
+def test_a_typed_turn_is_read_after_the_conversation_kept_in_its_baseline() -> None:
+    perceiver = _TypedOnly(_keyword_model(context=True))
+    baseline = perceiver.new_baseline()
+    assert perceiver.perceive_text("The funeral was awful.", baseline).emotion.label == "sad"
+    assert perceiver.perceive_text("Yeah, it really was.", baseline).emotion.label == "sad"
+    assert perceiver.perceive_text("Yeah, it really was.").emotion.label == "neutral"  # no conversation
+    for i in range(CONTEXT_TURNS + 2):
+        perceiver.perceive_text(f"turn {i}", baseline)
+    assert baseline.recent_texts() == [f"turn {i}" for i in range(2, CONTEXT_TURNS + 2)]
+    restored = perceiver.new_baseline()
+    restored.load_state(baseline.to_state())
+    assert restored.recent_texts() == baseline.recent_texts()
+    baseline.reset()
+    assert baseline.recent_texts() == []
 
 
 def test_fusion_leaves_neutral_words_to_the_voice_and_lets_emotional_words_count() -> None:
@@ -87,3 +144,14 @@ def test_the_shipped_model_reads_a_sad_typed_turn_as_negative() -> None:
     assert "no audio" in perception.reasoning
     happy = model.read("I just got the job I always wanted, I am so excited!")
     assert happy.label == "happy" and happy.valence > 0
+    assert model.context_weight > 0  # the shipped model reads a turn with the conversation
+    turn = "Yeah, it was."
+    alone = model.read(turn)
+    after_loss = model.read(turn, ["My grandmother passed away last week."])
+    after_win = model.read(turn, ["I won the lottery yesterday!"])
+    after_scare = model.read(turn, ["A man followed me home last night."])
+    assert after_loss.valence < alone.valence < after_win.valence
+    assert after_loss.label == "sad" and after_win.label == "happy" and after_scare.label == "fear"
+    assert (
+        after_loss.scores["sad"] > alone.scores["sad"] and after_win.scores["happy"] > alone.scores["happy"]
+    )
