@@ -38,8 +38,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import numpy as np
-
 from dialogue.events import PolicyChosen, Prosody, ReplyDone, TextDelta
 from perception.base import AudioError, Perceiver, SpeakerBaseline
 from perception.streams.jobs import PerceptionTimeout
@@ -137,10 +135,7 @@ class TurnPipeline:
             self._on_speaking(turn, False)
 
     async def _run(self, turn: Turn) -> None:
-        if turn.audio is not None:
-            perception = await asyncio.to_thread(self._perceive, turn.audio, turn)
-        else:
-            perception = await asyncio.to_thread(self._perceiver.perceive_text, turn.text or "")
+        perception = await asyncio.to_thread(self._perceive, turn)
         turn.mark("perception")
         turn.perception = perception
         self._send(turn, proto.user_perception_event(turn.turn_id, perception))
@@ -163,15 +158,22 @@ class TurnPipeline:
         self._report(turn, "done")
         self._on_speaking(turn, False)
 
-    def _perceive(self, audio: np.ndarray, turn: Turn) -> Perception:
-        """Perceive ``audio`` in a worker thread against a private copy of the speaker baseline; the copy
-        becomes the baseline only if ``turn`` was not dropped meanwhile (the thread cannot be stopped)."""
+    def _perceive(self, turn: Turn) -> Perception:
+        """Perceive ``turn`` (its audio, or its typed words read after the session's earlier turns) in a
+        worker thread against a private copy of the speaker baseline; the copy becomes the baseline only if
+        ``turn`` was not dropped meanwhile (the thread cannot be stopped)."""
+
+        def perceive(baseline: SpeakerBaseline | None) -> Perception:
+            if turn.audio is None:
+                return self._perceiver.perceive_text(turn.text or "", baseline)
+            return self._perceiver.perceive(turn.audio, SAMPLE_RATE, baseline)
+
         with self._perceive_lock:  # perceptions update the baseline one at a time
             live = self.baseline
             private = copy_baseline(live) if live is not None else None
             if private is None:  # no baseline, or one that cannot be copied: updated in place
-                return self._perceiver.perceive(audio, SAMPLE_RATE, live)
-            perception = self._perceiver.perceive(audio, SAMPLE_RATE, private)
+                return perceive(live)
+            perception = perceive(private)
             if not turn.cancelled:
                 turn.baseline_before, turn.baseline_after = live, private
                 self.baseline = private

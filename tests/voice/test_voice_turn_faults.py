@@ -34,10 +34,10 @@ class PerceiverFailingOnce(FakePerceiver):
             raise RuntimeError("perception model crashed")
         return super().perceive(audio, sample_rate, baseline)
 
-    def perceive_text(self, text: str) -> Perception:
+    def perceive_text(self, text: str, baseline: Any = None) -> Perception:
         if text == "break perception":
             raise RuntimeError("perception model crashed")
-        return super().perceive_text(text)
+        return super().perceive_text(text, baseline)
 
 
 class TTSFailingOnTurn(FakeTTS):

@@ -84,7 +84,7 @@ class FakePerceiver(Perceiver):
             baseline.turns += 1
         return perception_for(f"{duration:.2f} seconds of speech", "angry")
 
-    def perceive_text(self, text: str) -> Perception:
+    def perceive_text(self, text: str, baseline: Any = None) -> Perception:
         return perception_for(text)
 
 
