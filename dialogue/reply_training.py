@@ -56,6 +56,9 @@ class ReplyTrainConfig:
     eval_examples: int = 200
     seed: int = 0
     threads: int = 2
+    # Start from this adapter (an earlier run's final/, e.g. the shipped one) at the step it was trained to,
+    # with a fresh optimizer: training goes on over the examples after the ones it saw.
+    from_adapter: str = ""
 
 
 def encode(tokenizer: Any, example: ReplyExample, config: ReplyTrainConfig) -> tuple[list[int], list[int]]:
@@ -150,6 +153,9 @@ def train(data: Path, out: Path, config: ReplyTrainConfig, base: str | Path, pro
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt"))
         start_step = json.loads((checkpoint / "state.json").read_text())["step"]
         print(f"resuming from step {start_step}", file=sys.stderr)
+    elif config.from_adapter:
+        start_step = _load_adapter(model, Path(config.from_adapter))
+        print(f"continuing {config.from_adapter} from step {start_step}", file=sys.stderr)
 
     def lr_at(step: int) -> float:
         if step < config.warmup:
@@ -200,6 +206,18 @@ def train(data: Path, out: Path, config: ReplyTrainConfig, base: str | Path, pro
     return final
 
 
+def _load_adapter(model, adapter: Path) -> int:
+    """Load ``adapter``'s LoRA weights into ``model``; returns the steps it was trained for."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    record = adapter / "training.json"
+    if not (adapter / "adapter_model.safetensors").is_file() or not record.is_file():
+        raise ReplyDataError(f"no adapter with a training.json in {adapter}")
+    set_peft_model_state_dict(model, load_file(str(adapter / "adapter_model.safetensors")))
+    return int(json.loads(record.read_text())["config"]["steps"])
+
+
 def _save_checkpoint(model, optimizer, checkpoint: Path, step: int) -> None:
     import torch
     from peft import get_peft_model_state_dict
@@ -230,6 +248,11 @@ def add_train_dialogue_parser(subparsers):  # argparse._SubParsersAction
     p.add_argument("--save-every", type=int, default=defaults.save_every, help="steps between checkpoints")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads")
+    p.add_argument(
+        "--from-adapter",
+        default="",
+        help="go on from this adapter (e.g. dialogue/assets/reply) at the step it reached, to --steps",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -251,6 +274,7 @@ def run(args) -> int:
         save_every=args.save_every,
         seed=args.seed,
         threads=args.threads,
+        from_adapter=args.from_adapter,
     )
     try:
         base = args.base or convert_bundled_model(getattr(args, "cache_dir", None) or default_cache_dir())

@@ -193,3 +193,47 @@ def test_the_guard_covers_every_user_turn_in_view(bundled_on_ct2) -> None:
     blocked = {tuple(s) for s in bundled_on_ct2.guard_sequences(loaded, messages)}
     older = loaded.tokenizer.tokenize(" don't forget a jacket.")
     assert tuple(older[:4]) in blocked
+
+
+@pytest.mark.slow
+def test_training_goes_on_from_an_adapter_over_the_examples_after_it(tmp_path: Path) -> None:
+    import json
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from dialogue.reply_training import ReplyTrainConfig, train
+    from perception.bundled_lm import convert_bundled_model
+    from perception.config import default_cache_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(convert_bundled_model(default_cache_dir()))
+    tiny = tmp_path / "tiny"  # the bundled tokenizer on a two-layer model: the real training path, quickly
+    tokenizer.save_pretrained(tiny)
+    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), num_key_value_heads=1, **shape)).save_pretrained(
+        tiny
+    )
+    data = _tiny_ed(tmp_path)
+    config = ReplyTrainConfig(
+        steps=2,
+        batch_size=2,
+        lora_r=2,
+        lora_alpha=4,
+        first_lora_layer=0,
+        save_every=1,
+        eval_examples=2,
+        threads=1,
+    )
+    first = train(data, tmp_path / "a", config, tiny, progress=False)
+    weights = load_file(str(first / "adapter_model.safetensors"))
+
+    same = train(data, tmp_path / "b", replace(config, from_adapter=str(first)), tiny, progress=False)
+    for name, tensor in load_file(str(same / "adapter_model.safetensors")).items():  # nothing left to do
+        assert tensor.equal(weights[name])
+    longer = train(
+        data, tmp_path / "c", replace(config, steps=3, from_adapter=str(first)), tiny, progress=False
+    )
+    assert json.loads((tmp_path / "c" / "checkpoint" / "state.json").read_text())["step"] == 3
+    moved = load_file(str(longer / "adapter_model.safetensors"))
+    assert any(not moved[name].equal(weights[name]) for name in weights)  # one more step, from there
