@@ -193,8 +193,7 @@ class WriteBehindSaver(BaseCheckpointSaver):
                 parent = stored.parent_config or root
                 await self.remote.aput(parent, stored.checkpoint, stored.metadata, versions)
 
-        self._enqueue(thread_id, cid, write)
-        self.local.prune(thread_id, self.keep_checkpoints, set(self._pinned.get(thread_id, {})))
+        self._enqueue(thread_id, cid, write)  # older checkpoints are pruned once their writes are done
         return saved
 
     async def aput_writes(

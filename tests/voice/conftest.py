@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -12,10 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.voice.voice_fakes import free_port, make_services
+from tests.voice.voice_fakes import make_services, serving
 from voice.client import load_audio
 from voice.resample import StreamingResampler
-from voice.server import serve
 from voice.vad import SileroVAD
 
 
@@ -35,50 +33,17 @@ def speech_clip(crema_dir: Path) -> np.ndarray:
 
 @pytest.fixture
 async def voice_server(silero: SileroVAD) -> AsyncIterator[SimpleNamespace]:
-    services = make_services()
-    port = free_port()
-    ready = asyncio.Event()
-    task = asyncio.create_task(
-        serve(services, "127.0.0.1", port, ready=ready, vad=silero, playback_lead_s=0.2, handle_signals=False)
-    )
-    await asyncio.wait_for(ready.wait(), 10)
-    yield SimpleNamespace(
-        url=f"ws://127.0.0.1:{port}/ws", http=f"http://127.0.0.1:{port}", services=services, task=task
-    )
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with serving(make_services(), silero) as server:
+        yield server
 
 
 @pytest.fixture
 async def server_factory(silero: SileroVAD) -> AsyncIterator[Callable[..., Any]]:
     """Start real servers over fake models with the given voice settings (``await launch(**voice)``); all
     of them are stopped at the end."""
-    tasks: list[asyncio.Task[None]] = []
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def launch(**voice: Any) -> SimpleNamespace:
-        services = make_services(**voice)
-        port = free_port()
-        ready = asyncio.Event()
-        task = asyncio.create_task(
-            serve(
-                services,
-                "127.0.0.1",
-                port,
-                ready=ready,
-                vad=silero,
-                playback_lead_s=0.2,
-                handle_signals=False,
-            )
-        )
-        tasks.append(task)
-        await asyncio.wait_for(ready.wait(), 10)
-        return SimpleNamespace(
-            url=f"ws://127.0.0.1:{port}/ws", http=f"http://127.0.0.1:{port}", port=port, services=services
-        )
+        async def launch(**voice: Any) -> SimpleNamespace:
+            return await stack.enter_async_context(serving(make_services(**voice), silero))
 
-    yield launch
-    for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        yield launch

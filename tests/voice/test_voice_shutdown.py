@@ -31,9 +31,8 @@ from tests.voice.test_voice_session import (
     wait_for_audio,
     wait_for_close,
 )
-from tests.voice.voice_fakes import LONG_REPLY, FakeTrajectory, free_port, make_services
+from tests.voice.voice_fakes import LONG_REPLY, FakeTrajectory, free_port, make_services, serving
 from voice.records import RecordBuffer, TurnRecord
-from voice.server import serve
 from voice.vad import SileroVAD
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,29 +124,9 @@ async def test_a_second_sigterm_stops_without_waiting(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------- in this process
 
 
-@contextlib.asynccontextmanager
-async def stoppable_server(silero: SileroVAD, services: Any) -> AsyncIterator[SimpleNamespace]:
-    """A real server over ``services`` that drains when ``stop`` is set, as it does on SIGTERM."""
-    port, ready, stop = free_port(), asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(
-        serve(
-            services,
-            "127.0.0.1",
-            port,
-            ready=ready,
-            vad=silero,
-            playback_lead_s=0.2,
-            handle_signals=False,
-            stop=stop,
-        )
-    )
-    try:
-        await asyncio.wait_for(ready.wait(), 10)
-        yield SimpleNamespace(url=f"ws://127.0.0.1:{port}/ws", stop=stop, task=task)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def stoppable_server(silero: SileroVAD, services: Any) -> Any:
+    """A real server over ``services`` that drains when ``.stop`` is set, as it does on SIGTERM."""
+    return serving(services, silero, stop=asyncio.Event())
 
 
 async def test_the_drain_deadline_cuts_a_reply_that_would_not_finish(silero: SileroVAD) -> None:

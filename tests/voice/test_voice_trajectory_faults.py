@@ -9,7 +9,6 @@ real websocket and start it again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,12 +23,11 @@ from websockets.asyncio.client import connect
 from agent.config import Settings
 from agent.trajectory import TrajectoryLog
 from dialogue.engine import DialogueEngine
-from tests.conftest import RedisProcess, free_port
+from tests.conftest import RedisProcess
 from tests.dialogue.conftest import ScriptedChatModel
 from tests.voice.test_voice_session import events_of, recv_until, start
-from tests.voice.voice_fakes import FakeTrajectory, make_services, perception_for
+from tests.voice.voice_fakes import FakeTrajectory, make_services, perception_for, serving
 from voice.records import PendingTurn, RecordBuffer, TurnRecorder, WriteResult, assistant_record, user_record
-from voice.server import serve
 from voice.vad import SileroVAD
 
 
@@ -258,21 +256,10 @@ async def faulty_server(redis_process: RedisProcess, silero: SileroVAD) -> Async
     services.trajectory = TrajectoryLog(client, write_timeout_s=1.0, dialogue_model="fake-llm@1")
     services.trajectory.write_buffer.retry_s = 0.05
     services.trajectory.write_buffer.max_retry_s = 0.2
-    port = free_port()
-    ready = asyncio.Event()
-    task = asyncio.create_task(
-        serve(services, "127.0.0.1", port, ready=ready, vad=silero, playback_lead_s=0.2, handle_signals=False)
-    )
-    await asyncio.wait_for(ready.wait(), 10)
-    yield SimpleNamespace(
-        url=f"ws://127.0.0.1:{port}/ws",
-        log=services.trajectory,
-        redis=redis_process,
-        dialogue=services.dialogue,
-    )
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with serving(services, silero) as server:
+        yield SimpleNamespace(
+            url=server.url, log=services.trajectory, redis=redis_process, dialogue=services.dialogue
+        )
     await services.trajectory.aclose()
     await services.dialogue.aclose()
     await client.aclose()

@@ -7,6 +7,7 @@ protocol code without loading perception or dialogue models.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
@@ -209,3 +210,40 @@ def skip_or_fail(reason: str) -> NoReturn:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason}; CI=true, so this test must run, not be skipped")
     pytest.skip(reason)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    services: Any, vad: Any, stop: asyncio.Event | None = None, playback_lead_s: float = 0.2
+) -> AsyncIterator[SimpleNamespace]:
+    """The real voice server over ``services`` in this event loop; it drains when ``stop`` is set (as on
+    SIGTERM) and is cancelled when the block ends."""
+    from voice.server import serve
+
+    port, ready = free_port(), asyncio.Event()
+    task = asyncio.create_task(
+        serve(
+            services,
+            "127.0.0.1",
+            port,
+            ready=ready,
+            vad=vad,
+            playback_lead_s=playback_lead_s,
+            handle_signals=False,
+            stop=stop,
+        )
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        yield SimpleNamespace(
+            url=f"ws://127.0.0.1:{port}/ws",
+            http=f"http://127.0.0.1:{port}",
+            port=port,
+            services=services,
+            task=task,
+            stop=stop,
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
