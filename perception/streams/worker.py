@@ -107,7 +107,8 @@ class PerceptionWorker:
                     log.warning("worker %s: Redis unreachable (%s); trying again in 1 s", self.name, exc)
                     self._stop.wait(1.0)
                 except ResponseError as exc:
-                    if "NOGROUP" not in str(exc):
+                    # NOGROUP: read after the stream went; UNBLOCKED: the stream went during a blocking read
+                    if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                         raise
                     log.warning(
                         "worker %s: the stream or its group is gone (Redis restarted?); rejoining", self.name

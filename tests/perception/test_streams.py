@@ -323,6 +323,19 @@ def test_a_worker_rejoins_a_group_that_disappeared(client, settings, running) ->
     assert wait_for(lambda: worker.served == 2)
 
 
+def test_a_worker_rejoins_when_the_stream_goes_during_its_blocking_read(client, settings, running) -> None:
+    settings = settings.model_copy(update={"block_ms": 3000})
+    worker, thread = running.start(LevelPerceiver(), client, settings, "w1")
+    remote = RemotePerceiver(client, settings)
+    remote.perceive(tone(0.1), 16000)
+    time.sleep(0.3)  # the worker is back in XREADGROUP BLOCK, which Redis ends with "UNBLOCKED" on a delete
+    client.delete(settings.stream)
+    time.sleep(0.2)
+    assert thread.is_alive()
+    assert remote.perceive(tone(0.1), 16000).model == "level-test@1"
+    assert wait_for(lambda: worker.served == 2)
+
+
 def test_a_worker_outlives_a_redis_restart(tmp_path) -> None:
     import subprocess
 
