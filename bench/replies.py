@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO))
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage  # noqa: E402
 
 from dialogue import prompts  # noqa: E402
+from dialogue.config import DialogueSettings  # noqa: E402
 from dialogue.ed_emotions import map_emotion  # noqa: E402
 from dialogue.nodes import reply_limits  # noqa: E402
 from dialogue.policies import choose_policy, get_policy  # noqa: E402
@@ -59,7 +60,7 @@ UPBEAT = re.compile(
     r"\b(great|wonderful|glad|fantastic|awesome|amazing|happy for you|congratulations)\b", re.IGNORECASE
 )
 NEGATIVE_LABELS = {"angry", "disgust", "fear", "sad"}
-HISTORY_TURNS = 2
+HISTORY_TURNS = DialogueSettings().history_turns  # the product's window
 
 
 def sessions(data: Path, n: int, offset: int = 0) -> list[list[dict]]:
@@ -168,12 +169,15 @@ async def _served_rows(ws_url: str, conversations: list[list[dict]]) -> list[dic
                 human = next((t for t in turns[i + 1 :] if t["speaker"] == "listener"), None)
                 started = time.perf_counter()
                 await ws.send(json.dumps({"type": "input.text", "text": user}))
-                first, text, policy = None, "", ""
+                first, text, policy, heard, heard_valence = None, "", "", "", None
                 while True:
                     event = json.loads(await ws.recv())
                     kind = event["type"]
                     if kind == "assistant.delta" and first is None:
                         first = time.perf_counter() - started
+                    elif kind == "user.perception":
+                        heard = event.get("emotion", {}).get("label", "")
+                        heard_valence = event.get("emotion", {}).get("valence")
                     elif kind == "assistant.text":
                         text, policy = event["text"], event.get("policy", "")
                     elif kind == "error":
@@ -186,6 +190,8 @@ async def _served_rows(ws_url: str, conversations: list[list[dict]]) -> list[dic
                     {
                         "system": "served",
                         "label": label,
+                        "heard": heard,  # the label and valence the product perceived
+                        "heard_valence": heard_valence,
                         "policy": policy,
                         "user": user,
                         "reply": text,
@@ -268,6 +274,7 @@ def main() -> int:
     parser.add_argument(
         "--temperature", type=float, default=None, help="sampling temperature (default: the product's)"
     )
+    parser.add_argument("--all-rows", action="store_true", help="write every reply, not the first 12")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "replies.json"))
     args = parser.parse_args()
 
@@ -305,7 +312,7 @@ def main() -> int:
         else:
             rows = run_system(name, llm, conversations)
         result["systems"][name] = summarize(rows, embedder)
-        result["samples"][name] = rows[:12]
+        result["samples"][name] = rows if args.all_rows else rows[:12]
     generic = result["systems"].get("generic", {}).get("similarity_to_human")
     for s in result["systems"].values():
         if generic and s["similarity_to_human"]:

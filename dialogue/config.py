@@ -37,8 +37,8 @@ class DialogueSettings(BaseModel):
     # LLM's torch). docs/testing.md has the measurement behind the default.
     llm_threads: int = Field(default=1, ge=1)
     # Earlier exchanges the LLM sees (older ones are in the running summary). The reply model was trained with
-    # two; a small model uses a short window best, and each exchange lengthens the prompt to prefill.
-    history_turns: int = 2
+    # two; one measured as well (docs/dialogue.md), and each exchange lengthens the prompt to prefill.
+    history_turns: int = 1
     # Seconds a session's history lives in Redis after its last turn (0: forever).
     session_ttl_s: int = 7 * 24 * 3600
     # Sessions whose history is kept in memory (the most recently active; others load from Redis on use).

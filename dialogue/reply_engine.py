@@ -7,8 +7,8 @@ On a 2-core CPU, one thread, SmolLM2-135M int8 decodes at about 40 tokens/s with
 streaming, cancellation and generation thread) with a decoding guard: every 4-token sequence of the user's
 turns in view (and the summary of older ones), of the earlier replies and of the system line is suppressed
 (CTranslate2's ``suppress_sequences``), and no 3-gram repeats within the reply, so it cannot copy the user,
-repeat itself or recite its prompt. Under the policies that answer upset turns (empathize, de_escalate)
-cheerful words ("great", "glad", ...) are suppressed too.
+repeat itself or recite its prompt. Cheerful words ("great", "glad", ...) are suppressed when the turn is
+upset: a policy for upset turns (empathize, de_escalate), an upset feeling or a negative valence.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -29,11 +30,12 @@ from langchain_core.messages import BaseMessage
 
 from dialogue.llm_weights import CONTROL_STRINGS, _role, sanitize_content
 from dialogue.local_llm import LocalChatModel
-from dialogue.reply_guard import BLOCK_N, GENTLE_POLICIES, UPBEAT_WORDS, blocked_sequences
+from dialogue.reply_guard import BLOCK_N, REPLY_BLOCK_N, UPBEAT_WORDS, blocked_sequences, needs_gentleness
 from perception.bundled_lm import _lock_file, convert_bundled_model
 
 log = logging.getLogger(__name__)
 
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 SHIPPED_ADAPTER = Path(__file__).resolve().parent / "assets" / "reply"
 _COMPLETE = "conversion-complete"
 
@@ -161,17 +163,19 @@ class ReplyChatModel(LocalChatModel):
         """The token sequences this reply may not produce: every :data:`BLOCK_N`-gram of the user turns in
         view (the running summary of older ones included), the earlier assistant turns and the system
         message, tokenised as they would be mid-reply."""
-        texts = [str(m.content) for m in messages]
         tokenize = loaded.tokenizer.tokenize
-        token_lists = []
-        for text in texts:
-            for line in text.splitlines():
-                if line.strip():
-                    token_lists += [tokenize(" " + line.strip()), tokenize(line.strip())]
-        blocked = blocked_sequences(token_lists, BLOCK_N)
+        token_lists: dict[bool, list[list[str]]] = {False: [], True: []}  # by "is an earlier reply"
+        for message in messages:
+            reply = _role(message) == "assistant"
+            for line in str(message.content).splitlines():
+                # an earlier reply's sentences each as a reply would start them, and as mid-reply
+                for part in _SENTENCE_BREAK.split(line) if reply else [line]:
+                    if part.strip():
+                        token_lists[reply] += [tokenize(" " + part.strip()), tokenize(part.strip())]
+        blocked = blocked_sequences(token_lists[False], BLOCK_N)
+        blocked += blocked_sequences(token_lists[True], REPLY_BLOCK_N)
         system = next((str(m.content) for m in messages if _role(m) == "system"), "")
-        policy = system.split(";", 1)[0].removeprefix("policy:").strip()
-        if policy in GENTLE_POLICIES:  # no cheering at someone upset (dialogue.reply_guard.UPBEAT_WORDS)
+        if needs_gentleness(system):  # no cheering at someone upset (dialogue.reply_guard.UPBEAT_WORDS)
             for word in UPBEAT_WORDS:
                 for form in (word, word.capitalize()):
                     blocked += [tokenize(" " + form), tokenize(form)]

@@ -11,15 +11,38 @@ from collections.abc import Iterable, Sequence
 _WORD = re.compile(r"[a-z0-9']+")
 # A reply whose word trigrams are at least this share of another text's is "mostly" that text.
 COPY_SHARE = 0.5
-BLOCK_N = 4  # token n-grams of the user's turn and earlier replies that decoding may not repeat
+BLOCK_N = 4  # token n-grams of the user's turns and the system line that decoding may not repeat
+REPLY_BLOCK_N = 3  # shorter for earlier replies: "I hope you ..." twice in a session is heard as a formula
 
 
 # Cheerful words a reply to someone upset must not use ("great", said to a sad person, is not heard as
-# kind). Blocked while decoding under the policies that answer negative turns.
+# kind). Blocked while decoding when :func:`needs_gentleness` says the turn is upset.
 UPBEAT_WORDS: tuple[str, ...] = (
-    "great", "wonderful", "glad", "fantastic", "awesome", "amazing", "congratulations"
+    "great", "wonderful", "glad", "fantastic", "awesome", "amazing", "congratulations",
+    "happy for you", "good to hear",
 )  # fmt: skip
 GENTLE_POLICIES: frozenset[str] = frozenset({"empathize", "de_escalate"})
+CHEER_VALENCE = 0.2  # cheerful words need a turn at least this positive (when its valence is known)
+UPSET_FEELINGS: frozenset[str] = frozenset({"sad", "angry", "afraid", "disgusted"})
+
+
+def conditioning_fields(system_line: str) -> dict[str, str]:
+    """The fields of a :mod:`dialogue.reply_format` conditioning line (its first line)."""
+    first = system_line.split("\n", 1)[0]
+    fields = (part.split(":", 1) for part in first.split(";") if ":" in part)
+    return {key.strip(): value.strip() for key, value in fields}
+
+
+def needs_gentleness(system_line: str) -> bool:
+    """Whether the reply must not cheer: a policy for upset turns, an upset feeling, or a valence below
+    :data:`CHEER_VALENCE` (a turn heard as calm or barely happy may still be about something sad)."""
+    fields = conditioning_fields(system_line)
+    if fields.get("policy") in GENTLE_POLICIES or fields.get("feeling") in UPSET_FEELINGS:
+        return True
+    try:
+        return float(fields.get("valence", "nan")) < CHEER_VALENCE
+    except ValueError:
+        return False
 
 
 def words(text: str) -> list[str]:

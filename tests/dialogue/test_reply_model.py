@@ -140,7 +140,7 @@ def test_the_guard_covers_earlier_replies_and_the_system_line(bundled_on_ct2) ->
     ]
     blocked = {tuple(s) for s in bundled_on_ct2.guard_sequences(loaded, messages)}
     earlier = loaded.tokenizer.tokenize(" That sounds really hard to carry alone.")
-    assert tuple(earlier[:4]) in blocked
+    assert tuple(earlier[:3]) in blocked  # an earlier reply's 3-grams (the user's: 4-grams)
     system = loaded.tokenizer.tokenize(" policy: empathize; feeling: sad")
     assert tuple(system[:4]) in blocked
 
@@ -173,12 +173,33 @@ def test_gentle_policies_block_cheerful_words(bundled_on_ct2) -> None:
     loaded = bundled_on_ct2.load()
     great = tuple(loaded.tokenizer.tokenize(" great"))
 
-    def blocked(policy: str) -> set:
-        messages = [SystemMessage(f"policy: {policy}; feeling: sad"), HumanMessage("my cat is ill")]
+    def blocked(line: str) -> set:
+        messages = [SystemMessage(line), HumanMessage("my cat is ill")]
         return {tuple(s) for s in bundled_on_ct2.guard_sequences(loaded, messages)}
 
-    assert great in blocked("empathize") and great in blocked("de_escalate")
-    assert great not in blocked("encourage")
+    assert great in blocked("policy: empathize; feeling: happy; valence: +0.6; arousal: +0.2")
+    assert great in blocked("policy: de_escalate; feeling: calm")
+    assert great in blocked("policy: encourage; feeling: sad")  # the words can be upset under any policy
+    assert great in blocked("policy: neutral; feeling: calm; valence: +0.1; arousal: +0.0")
+    cheerful = blocked("policy: encourage; feeling: happy; valence: +0.6; arousal: +0.3")
+    assert great not in cheerful
+    assert tuple(loaded.tokenizer.tokenize(" happy for you")) in blocked("policy: empathize; feeling: sad")
+    assert tuple(loaded.tokenizer.tokenize(" happy for you")) not in cheerful
+
+
+@pytest.mark.slow
+def test_an_earlier_replys_sentences_are_blocked_as_a_reply_would_start_them(bundled_on_ct2) -> None:
+    loaded = bundled_on_ct2.load()
+    messages = [
+        SystemMessage("policy: neutral; feeling: calm"),
+        HumanMessage("I start a new job on Monday."),
+        AIMessage("That sounds exciting. I hope you like the people there."),
+        HumanMessage("I hope so too."),
+    ]
+    blocked = {tuple(s) for s in bundled_on_ct2.guard_sequences(loaded, messages)}
+    opening = loaded.tokenizer.tokenize("I hope you")
+    assert tuple(opening[:3]) in blocked  # mid-reply in the earlier one, a reply's first words now
+    assert tuple(loaded.tokenizer.tokenize(" I hope you")[:3]) in blocked
 
 
 @pytest.mark.slow
