@@ -35,7 +35,7 @@ async def say(engine: DialogueEngine, session: str, turn: str, text: str) -> Rep
 async def test_replies_go_on_while_redis_is_down_and_nothing_is_lost(redis_process: RedisProcess) -> None:
     client = aioredis.Redis.from_url(redis_process.url, socket_timeout=1.0, socket_connect_timeout=1.0)
     llm = ScriptedChatModel(reply="I hear you. Tell me more.")
-    engine = await engine_on(client, llm)
+    engine = await engine_on(client, llm, history_turns=2)  # both earlier turns in the prompt
     await say(engine, "s1", "t1", "I lost my keys.")
     assert await engine.graph.checkpointer.flush(5.0)
 

@@ -42,7 +42,8 @@ def check_order(events: list) -> ReplyDone:
 
 async def test_two_turns_resume_after_restart(redis_client, key_prefix) -> None:
     llm = ScriptedChatModel(reply="I hear you. That sounds hard. Want to say more?")
-    engine = await DialogueEngine.create(settings(), redis_client, llm=llm, key_prefix=key_prefix)
+    two = settings(history_turns=2)  # both earlier exchanges in the prompt
+    engine = await DialogueEngine.create(two, redis_client, llm=llm, key_prefix=key_prefix)
     assert await engine.start_session("s1") is False
     first = check_order(await collect(engine, "s1", "t1", "I lost my job.", perception("sad", -0.6, -0.2)))
     assert first.policy == "empathize" and first.text == "I hear you. That sounds hard."
@@ -52,7 +53,7 @@ async def test_two_turns_resume_after_restart(redis_client, key_prefix) -> None:
     assert second.policy == "de_escalate"
     await engine.aclose()
 
-    restarted = await DialogueEngine.create(settings(), redis_client, llm=llm, key_prefix=key_prefix)
+    restarted = await DialogueEngine.create(two, redis_client, llm=llm, key_prefix=key_prefix)
     assert await restarted.start_session("s1") is True
     assert await restarted.start_session("other") is False
     turns = await restarted.history("s1")
