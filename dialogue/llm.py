@@ -96,6 +96,7 @@ def build_chat_model(settings: DialogueSettings | Any, cache_dir: Path | None = 
             temperature=dialogue.reply_temperature,
             seed=dialogue.seed,
             num_threads=dialogue.llm_threads,
+            candidates=dialogue.reply_candidates,
         )
     return LocalChatModel(
         model_source=dialogue.local_model,

@@ -30,11 +30,13 @@ from langchain_core.messages import BaseMessage
 
 from dialogue.llm_weights import CONTROL_STRINGS, _role, sanitize_content
 from dialogue.local_llm import LocalChatModel
+from dialogue.reply_choice import ends_first_sentence, one_sentence, pick_continuation, shared_embedder
 from dialogue.reply_guard import BLOCK_N, REPLY_BLOCK_N, UPBEAT_WORDS, blocked_sequences, needs_gentleness
 from perception.bundled_lm import _lock_file, convert_bundled_model
 
 log = logging.getLogger(__name__)
 
+CANDIDATE_TEMPERATURE = 0.8  # sampled continuations (top-k as the reply's); the first sentence is greedy
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 SHIPPED_ADAPTER = Path(__file__).resolve().parent / "assets" / "reply"
 _COMPLETE = "conversion-complete"
@@ -138,6 +140,9 @@ class ReplyChatModel(LocalChatModel):
     top_k: int = 40
     guard: bool = True
     """Suppress copies of the user's turn, earlier replies and the system line (module docstring)."""
+    candidates: int = 2
+    """Continuations of the first sentence to choose from, the model's own included
+    (:mod:`dialogue.reply_choice`); 1: always the model's own."""
 
     @property
     def conditioned(self) -> bool:
@@ -147,6 +152,11 @@ class ReplyChatModel(LocalChatModel):
     @property
     def _llm_type(self) -> str:
         return "emo-agent-reply-ct2"
+
+    def warm_up(self) -> None:
+        super().warm_up()
+        if self.candidates > 1:  # the embedder that chooses the continuation, loaded before a turn needs it
+            shared_embedder()(["Hello."])
 
     def load(self) -> LoadedGenerator:  # type: ignore[override]
         model_dir = self.model_dir or prepare_reply_model(self.adapter, self.cache_dir)
@@ -210,7 +220,9 @@ class ReplyChatModel(LocalChatModel):
             suppress_sequences=suppress or None,
             end_token=loaded.end_tokens,
         )
+        choose = self.candidates > 1 and not isinstance(prompt, str) and self.guard
         generated: list[int] = []
+        first: int | None = None  # tokens of the first sentence, once it is written
         emitted = ""
         try:
             for step in steps:
@@ -220,12 +232,64 @@ class ReplyChatModel(LocalChatModel):
                 text = loaded.tokenizer.decode(generated, skip_special_tokens=True)
                 if text.endswith("\ufffd"):
                     continue
-                piece, emitted = text[len(emitted) :], text
                 if stop_strings and any(s in text for s in stop_strings):
-                    return
+                    if first is None:
+                        return
+                    break
+                if first is not None:
+                    continue  # the rest waits for the choice of continuation
+                piece, emitted = text[len(emitted) :], text
                 if piece:
                     yield piece
+                if choose and ends_first_sentence(text):
+                    first = len(generated)
         finally:
             close = getattr(steps, "close", None)
             if close is not None:
                 close()
+        if first is None or first == len(generated) or stop.is_set():
+            return
+        own = loaded.tokenizer.decode(generated, skip_special_tokens=True)[len(emitted) :]
+        for s in stop_strings or ():
+            own = own.split(s, 1)[0]
+        yield self._continuation(
+            loaded,
+            prompt,
+            tokens,
+            generated[:first],
+            emitted,
+            own,
+            suppress,
+            max_new_tokens,
+        )
+
+    def _continuation(
+        self,
+        loaded: LoadedGenerator,
+        messages: Sequence[BaseMessage],
+        prompt_tokens: list[str],
+        first_ids: list[int],
+        first_text: str,
+        own: str,
+        suppress: list[list[str]],
+        max_new_tokens: int | None,
+    ) -> str:
+        """The second sentence on: the model's own continuation ``own`` or sampled ones
+        (:mod:`dialogue.reply_choice`), whichever makes the reply closer to the user's turn."""
+        budget = (max_new_tokens or self.max_new_tokens) - len(first_ids)
+        prefix = loaded.tokenizer.convert_ids_to_tokens(first_ids)
+        results = loaded.generator.generate_batch(
+            [prompt_tokens + prefix] * (self.candidates - 1),
+            max_length=max(1, budget),
+            sampling_temperature=CANDIDATE_TEMPERATURE,
+            sampling_topk=self.top_k,
+            repetition_penalty=self.repetition_penalty,
+            no_repeat_ngram_size=3,
+            suppress_sequences=suppress or None,
+            end_token=loaded.end_tokens,
+            include_prompt_in_result=False,
+        )
+        sampled = [loaded.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True) for r in results]
+        options = [one_sentence(own)] + [one_sentence(s) for s in sampled if s.strip()]
+        user = next((str(m.content) for m in reversed(messages) if _role(m) == "user"), "")
+        return options[pick_continuation(user, first_text, options, shared_embedder())]
