@@ -33,8 +33,8 @@ class DialogueSettings(BaseModel):
     # decoding guard keeps it from repeating itself.
     reply_temperature: float = 0.0
     # Continuations of the reply's first sentence to choose from by relevance to the user's turn, the
-    # model's own included (dialogue/reply_choice.py; chosen while the first sentence is spoken); 1: off.
-    reply_candidates: int = Field(default=2, ge=1)
+    # model's own included (dialogue/reply_choice.py); 1: off, since 2 measured ~160 ms later first audio.
+    reply_candidates: int = Field(default=1, ge=1)
     seed: int = 0
     # CPU threads of the local models' generation (the reply model's CTranslate2 generator, the bundled
     # LLM's torch). docs/testing.md has the measurement behind the default.

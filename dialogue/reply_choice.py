@@ -1,13 +1,14 @@
 """Choosing a reply's second sentence: the model's own (greedy) continuation of the first sentence, or a
 sampled one, whichever makes the whole reply closer in meaning to what the user said.
 
-The first sentence streams to speech as soon as it is written, so the choice is made while it is being
-spoken and costs no time to the first word. Relevance is the cosine of all-MiniLM-L6-v2 sentence
-embeddings (:mod:`perception.sentence_embedding`, the plain encoder) between the user's turn and each
-whole reply. On held-out EmpatheticDialogues turns this raised the similarity of replies to the human
-listener's from 0.270 to 0.292 with one sampled continuation (``docs/dialogue.md``): a small model's most
-likely second sentence is often a formula ("I hope you ..."), a sampled one more often about the user's
-own words.
+The first sentence streams to speech as soon as it is written and the choice is made while it is spoken; on
+2 cores the extra generation still competes with speech synthesis for the CPU and delayed the first audio by
+about 160 ms (p50), so it is off by default (``EMO_DIALOGUE__REPLY_CANDIDATES=2`` turns it on). Relevance is
+the cosine of all-MiniLM-L6-v2 sentence embeddings (:mod:`perception.sentence_embedding`, the plain encoder)
+between the user's turn and each whole reply. On held-out EmpatheticDialogues turns this raised the
+similarity of replies to the human listener's from 0.270 to 0.292 with one sampled continuation
+(``docs/dialogue.md``): a small model's most likely second sentence is often a formula ("I hope you ..."), a
+sampled one more often about the user's own words.
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ class ReplyChatModel(LocalChatModel):
     top_k: int = 40
     guard: bool = True
     """Suppress copies of the user's turn, earlier replies and the system line (module docstring)."""
-    candidates: int = 2
+    candidates: int = 1
     """Continuations of the first sentence to choose from, the model's own included
     (:mod:`dialogue.reply_choice`); 1: always the model's own."""
 
@@ -239,10 +239,11 @@ class ReplyChatModel(LocalChatModel):
                 if first is not None:
                     continue  # the rest waits for the choice of continuation
                 piece, emitted = text[len(emitted) :], text
-                if piece:
-                    yield piece
                 if choose and ends_first_sentence(text):
                     first = len(generated)
+                    piece += " "  # so the sentence splitter sees the first sentence end now
+                if piece:
+                    yield piece
         finally:
             close = getattr(steps, "close", None)
             if close is not None:
@@ -292,4 +293,4 @@ class ReplyChatModel(LocalChatModel):
         sampled = [loaded.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True) for r in results]
         options = [one_sentence(own)] + [one_sentence(s) for s in sampled if s.strip()]
         user = next((str(m.content) for m in reversed(messages) if _role(m) == "user"), "")
-        return options[pick_continuation(user, first_text, options, shared_embedder())]
+        return options[pick_continuation(user, first_text, options, shared_embedder())].lstrip()
