@@ -13,16 +13,14 @@ sampled one more often about the user's own words.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-# A sentence has ended once its closing mark is written (the next token starts the next sentence).
-SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s*$")
+from dialogue.text import ends_with_sentence_mark
+
 MIN_FIRST_WORDS = 2
-_NEXT_END = re.compile(r"\w[^.!?…]*[.!?…]+[\"')\]]*")
 
 _embedder = None
 _embedder_lock = threading.Lock()
@@ -41,13 +39,7 @@ def shared_embedder() -> Callable[[list[str]], np.ndarray]:
 
 def ends_first_sentence(text: str) -> bool:
     """Whether ``text`` (the reply so far) is one whole sentence of at least :data:`MIN_FIRST_WORDS` words."""
-    return bool(SENTENCE_END.search(text)) and len(text.split()) >= MIN_FIRST_WORDS
-
-
-def one_sentence(text: str) -> str:
-    """``text`` up to the end of its first sentence (a voice reply has two; this is the second)."""
-    match = _NEXT_END.search(text)
-    return text[: match.end()] if match else text
+    return ends_with_sentence_mark(text) and len(text.split()) >= MIN_FIRST_WORDS
 
 
 def pick_continuation(

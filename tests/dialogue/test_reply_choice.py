@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from dialogue.reply_choice import ends_first_sentence, one_sentence, pick_continuation
+from dialogue.reply_choice import ends_first_sentence, pick_continuation
 from dialogue.reply_format import reply_system_prompt
 from dialogue.state import PerceptionSummary
+from dialogue.text import first_sentence as one_sentence
 
 VOCAB = ["dog", "walk", "park", "hope", "better", "sorry", "you"]
 
